@@ -111,8 +111,36 @@ def sha256_tree(path: Path) -> str:
     return h.hexdigest()
 
 
-def input_sha256(path: Path) -> str:
-    """The hash recorded for an input: its manifest if it is an artifact, else the file or tree."""
+def debian_package_sha256(package: str) -> str:
+    """Hash of an installed Debian package's files (names and contents), from dpkg's file list.
+
+    A package that is upgraded or removed no longer matches, which `kiban lineage` reports.
+    """
+    info = Path("/var/lib/dpkg/info")
+    lists = sorted(info.glob(f"{package}.list")) + sorted(info.glob(f"{package}:*.list"))
+    if not lists:
+        raise DataError(f"debian package '{package}' is not installed (apt-get install {package})")
+    h = hashlib.sha256()
+    names = sorted(
+        {line.strip() for line in lists[0].read_text(encoding="utf-8").splitlines() if line.strip()}
+    )
+    for name in names:
+        p = Path(name)
+        if p.is_file() and not p.is_symlink():
+            h.update(name.encode("utf-8") + b"\0" + sha256_file(p).encode("ascii") + b"\n")
+    return h.hexdigest()
+
+
+DEBIAN_PREFIX = "debian:"
+
+
+def input_sha256(path: Path | str) -> str:
+    """The hash recorded for an input: its manifest if it is an artifact, else the file or tree.
+
+    `debian:PKG` names an installed Debian package (see `debian_package_sha256`).
+    """
+    if isinstance(path, str) and path.startswith(DEBIAN_PREFIX):
+        return debian_package_sha256(path[len(DEBIAN_PREFIX) :])
     path = Path(path)
     if (path / MANIFEST).is_file():
         return sha256_file(path / MANIFEST)
@@ -191,8 +219,10 @@ def read_manifest(directory: Path) -> Manifest:
         raise DataError(f"{path}: {e}") from e
 
 
-def input_record(path: Path, kind: str, *, relative_to: Path | None = None) -> dict[str, Any]:
+def input_record(path: Path | str, kind: str, *, relative_to: Path | None = None) -> dict[str, Any]:
     """An `inputs[]` entry: path (relative to the artifact when possible), kind and sha256."""
+    if isinstance(path, str) and path.startswith(DEBIAN_PREFIX):
+        return {"path": path, "kind": kind, "sha256": input_sha256(path)}
     path = Path(path).resolve()
     shown = str(path)
     if relative_to is not None:
@@ -247,9 +277,18 @@ def _walk_inputs(base: Path, manifest: Manifest, verify_sources: bool, seen: set
         raw = inp.get("path")
         if not isinstance(raw, str):
             raise DataError(f"{base / MANIFEST}: inputs[{i}].path is missing or not a string")
-        path = (base / raw).resolve() if not os.path.isabs(raw) else Path(raw)
         recorded = inp.get("sha256")
         kind = inp.get("kind", "?")
+        if raw.startswith(DEBIAN_PREFIX):
+            try:
+                actual = input_sha256(raw) if verify_sources else None
+            except DataError:
+                nodes.append(LineageNode(raw, kind, recorded, None, "missing"))
+                continue
+            status = "ok" if actual is None or actual == recorded else "mismatch"
+            nodes.append(LineageNode(raw, kind, recorded, actual, status))
+            continue
+        path = (base / raw).resolve() if not os.path.isabs(raw) else Path(raw)
         if not path.exists():
             nodes.append(LineageNode(str(path), kind, recorded, None, "missing"))
             continue

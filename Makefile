@@ -1,0 +1,40 @@
+# kiban: `make demo` runs the main job on the embedded default; `make test` runs lint and every test.
+# Both create .venv and install what they need on a fresh machine with nothing but Python.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kiban-installed
+# Debian documentation packages with real Japanese text; the tests need only the first.
+TEST_DEBIAN_DOCS := manpages-ja
+DEMO_DEBIAN_DOCS := manpages-ja debian-reference-ja maint-guide-ja
+
+.PHONY: setup demo test lint format test-data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	touch $(STAMP)
+
+test-data:
+	bash scripts/install-debian-docs.sh $(TEST_DEBIAN_DOCS)
+
+demo: setup
+	bash scripts/demo.sh $(DEMO_DEBIAN_DOCS)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: setup test-data lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

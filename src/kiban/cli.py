@@ -1,0 +1,159 @@
+"""The `kiban` command line: one subcommand per stage. It only parses arguments and calls the
+stage's function; each stage is imported inside its command, so `kiban --help` and
+`kiban curate` never import torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kiban import __version__
+from kiban.errors import KibanError
+
+app = typer.Typer(
+    name="kiban",
+    help="kiban (基盤): build, govern and deploy your own Japanese foundation model on your own machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kiban {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def curate(
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Files (.jsonl[.gz|.zst], .parquet, .txt, .md, .html, man pages), directory trees, or debian:PKG."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Corpus directory to write.")] = Path("out/corpus"),
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="curate.yaml (see examples/).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: dedup.num_bands=20")
+    ] = None,
+    debian_docs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--debian-docs",
+            help="Read an installed Debian documentation package (repeatable), e.g. manpages-ja.",
+        ),
+    ] = None,
+    license_: Annotated[
+        str | None, typer.Option("--license", help="Licence of records that name none (SPDX id).")
+    ] = None,
+    source_label: Annotated[
+        str | None, typer.Option("--source-label", help="Source label of records that name none.")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Parallel workers.")] = os.cpu_count() or 1,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="Progress and summary as JSON lines on stdout.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished corpus in --out.")] = False,
+) -> None:
+    """Curate raw documents into a training corpus with provenance: normalize, identify the
+    language, filter for quality, redact personal data, deduplicate, write Parquet shards,
+    manifest.json and datacard.md. A killed run resumes when started again."""
+    from kiban.config import load_config
+    from kiban.curate import CurateConfig
+    from kiban.curate import run as run_curate
+    from kiban.progress import default_mode
+
+    overrides = list(set_ or [])
+    if license_:
+        overrides.append(f"license={license_}")
+    cfg = load_config(CurateConfig, config, overrides)
+    specs = list(sources or []) + [f"debian:{p}" for p in debian_docs or []]
+    mode = default_mode(json_lines)
+    summary = run_curate(
+        specs,
+        out,
+        cfg,
+        executor=executor,
+        workers=workers,
+        source_label=source_label,
+        progress=mode,
+        overwrite=overwrite,
+    )
+    if not json_lines:
+        st = summary.manifest["stats"]
+        f = st["funnel"]
+        typer.echo(
+            f"kiban curate: {f['in']['docs']:,} documents in, {st['documents']:,} kept "
+            f"({f['out']['chars']:,} characters), {st['quarantined']:,} inputs quarantined"
+        )
+        for rule, v in list(f["removed"].items())[:8]:
+            typer.echo(f"  removed {v['docs']:>7,}  {rule}")
+        typer.echo(f"corpus: {summary.out_dir}/  (manifest.json, datacard.md, part-*.parquet)")
+
+
+@app.command()
+def lineage(
+    directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the lineage tree as JSON.")] = False,
+    no_verify_sources: Annotated[
+        bool, typer.Option("--no-verify-sources", help="Check artifact manifests only, not raw source files.")
+    ] = False,
+) -> None:
+    """Walk an artifact's inputs back to its sources; exit 1 if any recorded hash no longer matches."""
+    from kiban.artifacts import walk_lineage
+
+    root = walk_lineage(directory, verify_sources=not no_verify_sources)
+    problems = root.problems()
+    if json_out:
+        typer.echo(json.dumps({**root.to_dict(), "ok": not problems}, ensure_ascii=False, indent=2))
+    else:
+        _print_tree(root, 0)
+        if problems:
+            typer.echo(f"{len(problems)} input(s) changed or missing:", err=True)
+            for p in problems:
+                typer.echo(
+                    f"  {p.status}: {p.path} (recorded {p.recorded_sha256}, now {p.actual_sha256})", err=True
+                )
+        else:
+            typer.echo("lineage ok: every recorded hash matches")
+    if problems:
+        raise typer.Exit(1)
+
+
+def _print_tree(node, depth: int) -> None:  # noqa: ANN001 - LineageNode, imported lazily
+    mark = {"root": "", "ok": "ok", "mismatch": "CHANGED", "missing": "MISSING"}[node.status]
+    lic = ", ".join(f"{k}: {v}" for k, v in list(node.licenses.items())[:5])
+    typer.echo(f"{'  ' * depth}{node.kind}  {node.path}  {mark}" + (f"  [{lic}]" if lic else ""))
+    for c in node.children:
+        _print_tree(c, depth + 1)
+
+
+def main() -> None:
+    try:
+        app()
+    except KibanError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,424 @@
+"""`kiban curate`: sources → corpus directory, in three resumable stages.
+
+    1. process   one task per input file, in parallel: read, normalize, identify the language,
+                 filter for quality, redact PII, compute dedup keys     → work/tasks/task-NNNNN/
+    2. dedup     once, over every task's keys: exact, then MinHash LSH  → work/dedup.npz
+    3. write     one task per output shard, in parallel                 → part-NNNNN.parquet
+    finally      rejected/, quarantine/, dedup/, manifest.json, datacard.md; work/ is removed.
+
+Everything each stage writes is a pure function of the inputs and the config, and the canonical
+order of documents is (input file, position in file), so a killed run started again with the same
+arguments, or a run on another executor, produces the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kiban import __version__
+from kiban.artifacts import (
+    MANIFEST,
+    Manifest,
+    input_record,
+    write_json_atomic,
+    write_manifest,
+    write_text_atomic,
+)
+from kiban.config import to_dict
+from kiban.curate.config import CurateConfig
+from kiban.curate.datacard import render_datacard
+from kiban.curate.dedup import DedupResult, deduplicate
+from kiban.curate.executors import Executor, make_executor
+from kiban.curate.process import TaskJob, TaskResult, run_task, task_dir
+from kiban.curate.readers import QuarantineRecord, SourceDefaults, SourceTask, resolve_sources
+from kiban.curate.shards import REJECTED_SCHEMA, write_table
+from kiban.curate.stats import Stats
+from kiban.errors import ConfigError, DataError
+from kiban.progress import Mode, Progress, emit
+
+WORK = ".kiban-work"
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    index: int
+    out_path: str
+    compression: str
+    pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (task docs.parquet, kept row indices)
+
+
+@dataclass
+class CurateSummary:
+    out_dir: Path
+    manifest: dict[str, Any]
+    resumed: bool
+
+
+def run(
+    sources: list[str],
+    out_dir: Path,
+    config: CurateConfig | None = None,
+    *,
+    executor: str = "local",
+    workers: int = 1,
+    source_label: str | None = None,
+    progress: Mode = "quiet",
+    overwrite: bool = False,
+) -> CurateSummary:
+    """Curate `sources` (files, trees, `debian:PKG`) into the corpus directory `out_dir`."""
+    cfg = config or CurateConfig()
+    out_dir = Path(out_dir)
+    if (out_dir / MANIFEST).is_file() and not overwrite:
+        manifest = json.loads((out_dir / MANIFEST).read_text())
+        if manifest.get("kind") != "corpus":
+            raise ConfigError(f"{out_dir} holds a '{manifest.get('kind')}' artifact, not a corpus")
+        if manifest.get("extra_fingerprint") == _fingerprint_of(sources, cfg, source_label):
+            _say(progress, f"{out_dir} is already complete; nothing to do (pass --overwrite to redo)")
+            shutil.rmtree(out_dir / WORK, ignore_errors=True)
+            return CurateSummary(out_dir, manifest, resumed=True)
+        raise ConfigError(
+            f"{out_dir} already holds a corpus made with other arguments; pass --overwrite or "
+            "choose another --out"
+        )
+    if overwrite and out_dir.exists():
+        _clear_outputs(out_dir)
+
+    specs = list(sources) + [s.path for s in cfg.sources]
+    if not specs:
+        raise ConfigError("no sources: name files, directories or debian:PKG, or list them under 'sources:'")
+    tasks, quarantined = _resolve(sources, cfg, source_label)
+    if not tasks and not quarantined:
+        raise DataError(f"no readable documents found in {', '.join(specs)}")
+
+    work = out_dir / WORK
+    fingerprint = _fingerprint_of(sources, cfg, source_label)
+    resumed = _prepare_work(work, fingerprint, tasks)
+    if resumed:
+        _say(progress, f"resuming the unfinished run in {work}")
+
+    ex = make_executor(executor, workers)
+    try:
+        results = _stage_process(ex, tasks, cfg, work, progress)
+        dedup, keys = _stage_dedup(len(tasks), cfg, work, progress)
+        shard_jobs = _plan_shards(results, dedup, cfg, work, out_dir)
+        _stage_write(ex, shard_jobs, progress)
+    finally:
+        ex.close()
+
+    stats = Stats()
+    for r in results:
+        stats += Stats.from_dict(r.stats)
+    _write_rejected_and_dedup(results, dedup, keys, cfg, work, out_dir, stats)
+    n_quarantined = _write_quarantine(quarantined, len(tasks), work, out_dir, stats)
+    manifest = _write_manifest(
+        sources, cfg, tasks, stats, dedup, shard_jobs, n_quarantined, out_dir, fingerprint
+    )
+    write_text_atomic(out_dir / "datacard.md", render_datacard(manifest))
+    shutil.rmtree(work, ignore_errors=True)
+    if progress == "json":
+        emit({"event": "done", "out_dir": str(out_dir), "stats": manifest["stats"]["funnel"]})
+    return CurateSummary(out_dir, manifest, resumed)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def _resolve(
+    sources: list[str], cfg: CurateConfig, source_label: str | None
+) -> tuple[list[SourceTask], list[QuarantineRecord]]:
+    tasks, quarantined = [], []
+    if sources:
+        t, q = resolve_sources(
+            list(sources), defaults=SourceDefaults(license=cfg.license, source=source_label)
+        )
+        tasks += t
+        quarantined += q
+    for s in cfg.sources:
+        t, q = resolve_sources(
+            [s.path], defaults=SourceDefaults(license=s.license or cfg.license, source=s.source)
+        )
+        tasks += t
+        quarantined += q
+    return tasks, quarantined
+
+
+def _fingerprint_of(sources: list[str], cfg: CurateConfig, source_label: str | None) -> str:
+    blob = json.dumps(
+        {"v": __version__, "sources": list(sources), "label": source_label, "config": to_dict(cfg)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _prepare_work(work: Path, fingerprint: str, tasks: list[SourceTask]) -> bool:
+    """Create the work directory, or check that an existing one belongs to this very run."""
+    tasks_blob = [[t.path, t.kind, t.source, t.license, _stat(t.path)] for t in tasks]
+    run_file = work / "run.json"
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text())
+        if previous.get("fingerprint") == fingerprint and previous.get("tasks") == tasks_blob:
+            return True
+        shutil.rmtree(work)  # another run's leftovers: inputs or arguments changed, start clean
+    work.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_file, {"fingerprint": fingerprint, "tasks": tasks_blob})
+    return False
+
+
+def _stat(path: str) -> list[int]:
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    for p in out_dir.iterdir():
+        if p.name.startswith("part-") or p.name in (
+            MANIFEST,
+            "datacard.md",
+            "rejected",
+            "quarantine",
+            "dedup",
+            WORK,
+        ):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def _say(mode: Mode, message: str) -> None:
+    if mode == "json":
+        emit({"event": "info", "message": message})
+    else:
+        print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def _stage_process(
+    ex: Executor, tasks: list[SourceTask], cfg: CurateConfig, work: Path, mode: Mode
+) -> list[TaskResult]:
+    jobs = [TaskJob(i, t, cfg, str(work)) for i, t in enumerate(tasks)]
+    bar = Progress("process", len(jobs), mode=mode, unit="files")
+    results: list[TaskResult | None] = [None] * len(jobs)
+    for i, result in ex.map_unordered(run_task, jobs):
+        results[i] = result
+        bar.update(1, docs_in=result.stats.get("in.docs", 0), docs_kept=result.kept)
+    bar.close()
+    return [r for r in results if r is not None]
+
+
+def _stage_dedup(
+    n_tasks: int, cfg: CurateConfig, work: Path, mode: Mode
+) -> tuple[DedupResult | None, list[np.ndarray]]:
+    exact = [np.load(task_dir(work, i) / "exact.npy", mmap_mode="r") for i in range(n_tasks)]
+    if not (cfg.dedup.exact or cfg.dedup.near):
+        return None, exact
+    bands = [np.load(task_dir(work, i) / "bands.npy", mmap_mode="r") for i in range(n_tasks)]
+    sigs = None
+    if cfg.dedup.verify:
+        sigs = [np.load(task_dir(work, i) / "sigs.npy", mmap_mode="r") for i in range(n_tasks)]
+    bar = Progress("dedup", 1, mode=mode, unit="passes")
+    result = deduplicate(exact, bands, signatures=sigs, cfg=cfg.dedup, work_dir=work / "dedup")
+    bar.update(1, exact_removed=int(result.exact_removed), near_removed=int(result.near_removed))
+    bar.close()
+    return result, exact
+
+
+def _plan_shards(
+    results: list[TaskResult], dedup: DedupResult | None, cfg: CurateConfig, work: Path, out_dir: Path
+) -> list[ShardJob]:
+    """Cut the kept documents, in canonical order, into shards of `output.shard_docs`."""
+    size = cfg.output.shard_docs
+    jobs: list[ShardJob] = []
+    pieces: list[tuple[str, tuple[int, ...]]] = []
+    filled = 0
+
+    def flush() -> None:
+        nonlocal pieces, filled
+        if filled:
+            path = out_dir / f"part-{len(jobs):05d}.parquet"
+            jobs.append(ShardJob(len(jobs), str(path), cfg.output.compression, tuple(pieces)))
+        pieces, filled = [], 0
+
+    for r in results:
+        rows = np.arange(r.kept) if dedup is None else np.flatnonzero(dedup.keep[r.index])
+        start = 0
+        while start < len(rows):
+            take = rows[start : start + size - filled]
+            pieces.append((str(task_dir(work, r.index) / "docs.parquet"), tuple(int(x) for x in take)))
+            filled += len(take)
+            start += len(take)
+            if filled == size:
+                flush()
+    flush()
+    return jobs
+
+
+def write_shard(job: ShardJob) -> int:
+    path = Path(job.out_path)
+    tables = []
+    for docs_path, rows in job.pieces:
+        tables.append(pq.read_table(docs_path).take(pa.array(rows, type=pa.int64())))
+    table = pa.concat_tables(tables)
+    if not path.exists():  # resumed runs keep finished shards: same inputs, same bytes
+        write_table(table, path, compression=job.compression)
+    return table.num_rows
+
+
+def _stage_write(ex: Executor, jobs: list[ShardJob], mode: Mode) -> None:
+    bar = Progress("write", len(jobs), mode=mode, unit="shards")
+    for _, n in ex.map_unordered(write_shard, jobs):
+        bar.update(1, docs=n)
+    bar.close()
+
+
+# ---------------------------------------------------------------------------------------------- outputs
+
+
+def _write_rejected_and_dedup(
+    results: list[TaskResult],
+    dedup: DedupResult | None,
+    keys: list[np.ndarray],
+    cfg: CurateConfig,
+    work: Path,
+    out_dir: Path,
+    stats: Stats,
+) -> None:
+    """rejected/ holds every dropped document with its rule; dedup/duplicates.parquet maps each
+    removed duplicate to the document kept in its place."""
+    ids = [
+        pq.read_table(task_dir(work, r.index) / "docs.parquet", columns=["id"]).column(0).to_pylist()
+        for r in results
+    ]
+    offsets = np.cumsum([0] + [len(x) for x in ids])
+
+    def doc_id(global_index: int) -> str:
+        t = int(np.searchsorted(offsets, global_index, side="right") - 1)
+        return ids[t][global_index - offsets[t]]
+
+    dup_rows: dict[int, list[tuple[int, str, str]]] = {}
+    if dedup is not None:
+        kinds = {1: "dedup_exact", 2: "dedup_near"}
+        removed, kept = [], []
+        for (victim, keeper), kind in zip(dedup.removed_pairs.tolist(), dedup.kind.tolist(), strict=True):
+            t = int(np.searchsorted(offsets, victim, side="right") - 1)
+            dup_rows.setdefault(t, []).append((victim - int(offsets[t]), kinds[kind], doc_id(keeper)))
+            removed.append(doc_id(victim))
+            kept.append(doc_id(keeper))
+            stats.drop(kinds[kind])
+        table = pa.table(
+            {"id": removed, "duplicate_of": kept, "kind": [kinds[k][6:] for k in dedup.kind.tolist()]}
+        )
+        write_table(table, out_dir / "dedup" / "duplicates.parquet", compression="zstd")
+        stats.add("dedup.clusters", int(dedup.clusters))
+
+    if not cfg.output.keep_rejected:
+        return
+    for r in results:
+        tdir = task_dir(work, r.index)
+        parts = []
+        if (tdir / "rejected.parquet").is_file():
+            parts.append(pq.read_table(tdir / "rejected.parquet"))
+        if r.index in dup_rows:
+            docs = pq.read_table(tdir / "docs.parquet")
+            rows = dup_rows[r.index]
+            t = docs.take(pa.array([row for row, _, _ in rows], type=pa.int64()))
+            t = t.append_column("reason", pa.array([k for _, k, _ in rows], pa.string()))
+            parts.append(t.append_column("duplicate_of", pa.array([d for _, _, d in rows], pa.string())))
+        if parts:
+            table = pa.concat_tables([p.cast(REJECTED_SCHEMA) for p in parts])
+            write_table(
+                table,
+                out_dir / "rejected" / f"task-{r.index:05d}.parquet",
+                compression=cfg.output.compression,
+            )
+
+
+def _write_quarantine(
+    resolved: list[QuarantineRecord], n_tasks: int, work: Path, out_dir: Path, stats: Stats
+) -> int:
+    lines = [json.dumps(q.to_dict(), ensure_ascii=False) for q in resolved]
+    for q in resolved:
+        stats.add(f"quarantine.{q.reason.split(':', 1)[0]}")
+    for i in range(n_tasks):
+        text = (task_dir(work, i) / "quarantine.jsonl").read_text(encoding="utf-8")
+        lines.extend(line for line in text.splitlines() if line)
+    if lines:
+        write_text_atomic(out_dir / "quarantine" / "quarantine.jsonl", "\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _write_manifest(
+    sources: list[str],
+    cfg: CurateConfig,
+    tasks: list[SourceTask],
+    stats: Stats,
+    dedup: DedupResult | None,
+    shards: list[ShardJob],
+    n_quarantined: int,
+    out_dir: Path,
+    fingerprint: str,
+) -> dict[str, Any]:
+    licenses: Counter[str] = Counter()
+    by_source: Counter[str] = Counter()
+    by_lang: Counter[str] = Counter()
+    n_docs = 0
+    for job in shards:
+        t = pq.read_table(job.out_path, columns=["license", "source", "meta"])
+        licenses.update(t.column("license").to_pylist())
+        by_source.update(t.column("source").to_pylist())
+        by_lang.update(json.loads(m).get("lang", "?") for m in t.column("meta").to_pylist())
+        n_docs += t.num_rows
+    specs = list(sources) + [s.path for s in cfg.sources]
+    inputs = [
+        input_record(
+            s if s.startswith("debian:") else Path(s),
+            "debian-package" if s.startswith("debian:") else "sources",
+            relative_to=out_dir,
+        )
+        for s in specs
+    ]
+    counters = stats.to_dict()
+    manifest = Manifest(
+        kind="corpus",
+        config=to_dict(cfg),
+        inputs=inputs,
+        stats={
+            "documents": n_docs,
+            "shards": [Path(j.out_path).name for j in shards],
+            "funnel": stats.funnel(),
+            "languages": dict(sorted(by_lang.items())),
+            "sources": dict(sorted(by_source.items())),
+            "input_files": len(tasks),
+            "quarantined": n_quarantined,
+            "quarantine_reasons": {k[11:]: v for k, v in counters.items() if k.startswith("quarantine.")},
+            "pii": {k[4:]: v for k, v in counters.items() if k.startswith("pii.")},
+            "dedup": {
+                "exact_removed": int(dedup.exact_removed) if dedup else 0,
+                "near_removed": int(dedup.near_removed) if dedup else 0,
+                "clusters": int(dedup.clusters) if dedup else 0,
+                "report": "dedup/duplicates.parquet" if dedup else None,
+            },
+        },
+        licenses=dict(sorted(licenses.items(), key=lambda kv: (-kv[1], kv[0]))),
+        extra={"extra_fingerprint": fingerprint, "license_sources": _license_sources(specs)},
+    )
+    write_manifest(out_dir, manifest)
+    return manifest.to_dict()
+
+
+def _license_sources(specs: list[str]) -> dict[str, Any]:
+    """For Debian packages: where each licence came from (the copyright file and its format)."""
+    from kiban.curate.readers.debian import debian_copyright_info
+
+    return {s: debian_copyright_info(s[len("debian:") :]) for s in specs if s.startswith("debian:")}

@@ -1,0 +1,39 @@
+"""Source readers: from a path the user named to a stream of `Document`s, bad input quarantined.
+
+    >>> tasks, quarantined = resolve_sources(["debian:manpages-ja"], defaults=SourceDefaults())  # doctest: +SKIP
+    >>> docs = [d for t in tasks for d in read_task(t, quarantined.append)]                      # doctest: +SKIP
+
+`read_task` never raises for bad data: a malformed line, an undecodable or binary file, a
+truncated archive or a corrupt Parquet file becomes a `QuarantineRecord` handed to `quarantine`,
+and reading goes on. Only a spec that does not exist fails, in `resolve_sources` (`DataError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from kiban.curate.readers.compressed import sha256_path
+from kiban.curate.readers.quarantine import QuarantineRecord
+from kiban.curate.readers.sources import SourceDefaults, SourceTask, resolve_sources
+from kiban.records import Document
+
+__all__ = ["QuarantineRecord", "SourceDefaults", "SourceTask", "read_task", "resolve_sources"]
+
+
+def read_task(task: SourceTask, quarantine: Callable[[QuarantineRecord], None]) -> Iterator[Document]:
+    """Stream the Documents of one task's file; everything unreadable goes to `quarantine`."""
+    try:
+        sha256 = sha256_path(task.path)  # of the raw file, as it is on disk (compressed or not)
+    except OSError as e:
+        quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))
+        return
+    if task.kind == "jsonl":
+        from kiban.curate.readers.jsonl import read_jsonl as reader
+    elif task.kind == "parquet":
+        from kiban.curate.readers.parquet import read_parquet as reader
+    else:
+        from kiban.curate.readers.tree import read_whole_file as reader
+    try:
+        yield from reader(task, quarantine, sha256)
+    except OSError as e:  # the file vanished or became unreadable half-way: an I/O problem, not data
+        quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))

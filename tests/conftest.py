@@ -1,0 +1,67 @@
+"""Shared fixtures: real Japanese text from Debian's manpages-ja (installed by `make test-data`)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MANPAGES_JA = Path("/usr/share/man/ja/man1")
+KIBAN = [sys.executable, "-m", "kiban.cli"]
+
+
+def require_manpages_ja() -> list[Path]:
+    pages = sorted(MANPAGES_JA.glob("*.1.gz")) if MANPAGES_JA.is_dir() else []
+    if len(pages) < 50:
+        pytest.fail(
+            "Debian's manpages-ja is not installed; run `make test-data` (apt-get install manpages-ja)"
+        )
+    return pages
+
+
+@pytest.fixture(scope="session")
+def manpages_ja() -> list[Path]:
+    """Paths of real Japanese man pages (roff source, gzip)."""
+    return require_manpages_ja()
+
+
+@pytest.fixture
+def ja_tree(tmp_path: Path, manpages_ja: list[Path]) -> Path:
+    """A small directory tree of 40 real Japanese man pages plus a licence sidecar."""
+    root = tmp_path / "docs"
+    (root / "man" / "man1").mkdir(parents=True)
+    for page in manpages_ja[:40]:
+        shutil.copy(page, root / "man" / "man1" / page.name)
+    (root / "kiban-source.yaml").write_text("source: jm-project\nlicense: LicenseRef-JM\n", encoding="utf-8")
+    return root
+
+
+def ja_texts(pages: list[Path], n: int) -> list[str]:
+    """Plain Japanese text of `n` man pages, through kiban's own roff reader."""
+    from kiban.curate.readers.roff import roff_to_text
+
+    out = []
+    for page in pages:
+        text = roff_to_text(gzip.decompress(page.read_bytes()).decode("utf-8", errors="replace"))
+        if len(text) > 800:
+            out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
+def run_kiban(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess."""
+    proc = subprocess.run(
+        [*KIBAN, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kiban {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
