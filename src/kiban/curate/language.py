@@ -34,7 +34,7 @@ class LanguageConfig:
     """Kept languages (lid.176 codes: ISO 639-1 where one exists). Empty keeps every language."""
     min_score: float = 0.5
     """Documents whose top language scores below this are dropped as `language_low_confidence`."""
-    max_chars: int = 2_000
+    max_chars: int = 500
     """Classify the first this-many characters only (the verdict rarely changes after that)."""
 
     def __post_init__(self) -> None:
@@ -64,7 +64,7 @@ def _model() -> Any:
     return _MODEL
 
 
-def identify(text: str, max_chars: int = 2_000) -> tuple[str, float]:
+def identify(text: str, max_chars: int = 500) -> tuple[str, float]:
     """(language code, probability) of the first `max_chars` characters; ("und", 0.0) if blank.
 
     >>> identify("The quick brown fox jumps over the lazy dog.")[0]

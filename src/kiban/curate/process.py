@@ -75,7 +75,9 @@ def run_task(job: TaskJob) -> TaskResult:
     bands = np.zeros((len(kept), n_bands), dtype=np.uint64)  # (n_docs, num_bands)
     sigs = np.zeros((len(kept), cfg.dedup.num_perm), dtype=np.uint32)  # (n_docs, num_perm), for verification
     for i, doc in enumerate(kept):
-        exact[i] = np.frombuffer(exact_key(normalize_for_hash(doc.text)), dtype=np.uint64)
+        exact[i] = np.frombuffer(
+            exact_key(normalize_for_hash(doc.text, normalized=cfg.normalize)), dtype=np.uint64
+        )
         sigs[i], bands[i] = hasher.sketch(doc.text)
         stats.add("out.docs")
         stats.add("out.chars", len(doc.text))

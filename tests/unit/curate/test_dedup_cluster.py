@@ -188,7 +188,11 @@ def test_empty_inputs(tmp_path: Path) -> None:
 def test_task_with_zero_docs(tmp_path: Path) -> None:
     docs = ["猫が好きです。" * 20, "猫が好きです。" * 20]
     keys, bands, sigs = stage1(docs, [0, 0, 1, 1, 2, 2])
-    assert keys[0].shape == (0, 2) and bands[0].shape == (0, 14) and sigs[0].shape == (0, 112)
+    assert (
+        keys[0].shape == (0, 2)
+        and bands[0].shape == (0, DedupConfig().num_bands)
+        and sigs[0].shape == (0, 112)
+    )
     res = deduplicate(keys, bands, cfg=CFG, work_dir=tmp_path, signatures=sigs)
     assert [k.tolist() for k in res.keep] == [[], [True], [], [False], []]
     assert res.removed_pairs.tolist() == [[1, 0]]
@@ -240,3 +244,20 @@ def test_components_match_a_reference_union_find() -> None:
     nodes, root = _components(u, v)
     assert nodes.tolist() == sorted(set(u.tolist()) | set(v.tolist()))
     assert root.tolist() == [find(x) for x in nodes.tolist()]
+
+
+def test_runs_need_equal_band_and_hash() -> None:
+    from kiban.curate.dedup.cluster import _REC, _runs
+
+    rec = np.zeros(7, _REC)
+    rec["k0"] = [0, 1, 0, 0, 2, 2, 1]  # band
+    rec["k1"] = [5, 5, 9, 5, 7, 7, 3]  # hash: 5 in bands 0 and 1 is no collision across bands
+    rec["i"] = [40, 41, 42, 12, 30, 20, 10]
+    member, first, prev = _runs(rec)
+    assert member.tolist() == [40, 30]  # (band 0, hash 5): 12 < 40; (band 2, hash 7): 20 < 30
+    assert first.tolist() == [12, 20] and prev.tolist() == [12, 20]
+    rec3 = np.zeros(4, _REC)
+    rec3["k1"] = 8
+    rec3["i"] = [9, 3, 6, 1]
+    member, first, prev = _runs(rec3)
+    assert member.tolist() == [3, 6, 9] and first.tolist() == [1, 1, 1] and prev.tolist() == [1, 3, 6]

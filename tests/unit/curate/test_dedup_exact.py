@@ -75,7 +75,7 @@ def test_exact_partitioned_equals_in_memory(tmp_path: Path) -> None:
     dup_to = rng.integers(0, n, 5_000)
     keys[dup_to] = keys[dup_from]
     split = [keys[:20_000], keys[20_000:20_000], keys[20_000:]]
-    bands = [np.zeros((len(k), 14), np.uint64) for k in split]
+    bands = [np.zeros((len(k), DedupConfig().num_bands), np.uint64) for k in split]
     small = deduplicate(split, bands, cfg=DedupConfig(near=False, max_memory_mb=1), work_dir=tmp_path)
     big = deduplicate(split, bands, cfg=EXACT_ONLY, work_dir=tmp_path)
     assert np.array_equal(small.removed_pairs, big.removed_pairs)

@@ -49,10 +49,12 @@ class DedupConfig:
     """Shingle length in characters. Japanese has no spaces, so word n-grams (datatrove's default,
     5 words) would need a segmenter; 5 characters is about 2-3 Japanese words, long enough that
     unrelated Japanese text shares few shingles and short enough that one edit breaks only 5."""
-    num_bands: int = 14
+    num_bands: int = 16
     """LSH bands b. Two documents become candidates if all rows of any one band agree."""
-    rows_per_band: int = 8
-    """Rows per band r; b*r = 112 permutations. Threshold ≈ (1/b)^(1/r) ≈ 0.72 (docs/dedup.md)."""
+    rows_per_band: int = 7
+    """Rows per band r; b*r = 112 permutations. Threshold ≈ (1/b)^(1/r) ≈ 0.67; candidates are then
+    verified on the full signature, so a lower LSH threshold buys recall without losing precision
+    (16×7 measured recall 0.98–1.00 at J ≥ 0.8 against 14×8's 0.93–1.00; docs/dedup.md)."""
     seed: int = 1
     """Seed of the permutations and band hashes: stage 1 and stage 2 must use the same one."""
     max_memory_mb: int = 1024
