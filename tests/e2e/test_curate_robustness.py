@@ -158,3 +158,23 @@ def test_killed_run_resumes_to_the_same_output(tmp_path: Path, ja_tree: Path, ki
     assert len(ids) == len(set(ids))  # every document exactly once
     assert _outputs(out) == _outputs(reference)
     assert not (out / ".kiban-work").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.35, 0.7, 0.95])
+def test_killed_at_any_time_resumes_to_the_same_output(
+    tmp_path: Path, ja_tree: Path, fraction: float
+) -> None:
+    args = [str(ja_tree), "--workers", "2", *LENIENT, "--set", "output.shard_docs=3"]
+    reference = tmp_path / "reference"
+    t0 = time.monotonic()
+    run_kiban("curate", *args, "--out", str(reference))
+    deadline = t0 + fraction * (time.monotonic() - t0)
+    delay = deadline - t0
+
+    out = tmp_path / "killed"
+    start = time.monotonic()
+    _kill_when(["curate", *args, "--out", str(out)], lambda: time.monotonic() - start >= delay)
+    run_kiban("curate", *args, "--out", str(out))
+    ids = _ids(out)
+    assert len(ids) == len(set(ids))
+    assert _outputs(out) == _outputs(reference)

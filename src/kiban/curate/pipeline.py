@@ -14,10 +14,12 @@ arguments, or a run on another executor, produces the same bytes.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from kiban import __version__
 from kiban.artifacts import (
     MANIFEST,
     Manifest,
+    atomic_path,
     input_record,
     write_json_atomic,
     write_manifest,
@@ -40,7 +43,7 @@ from kiban.curate.config import CurateConfig
 from kiban.curate.datacard import render_datacard
 from kiban.curate.dedup import DedupResult, deduplicate
 from kiban.curate.executors import Executor, make_executor
-from kiban.curate.process import TaskJob, TaskResult, run_task, task_dir
+from kiban.curate.process import TaskJob, TaskResult, load_keys, run_task, task_dir
 from kiban.curate.readers import QuarantineRecord, SourceDefaults, SourceTask, resolve_sources
 from kiban.curate.shards import REJECTED_SCHEMA, write_table
 from kiban.curate.stats import Stats
@@ -55,7 +58,7 @@ class ShardJob:
     index: int
     out_path: str
     compression: str
-    pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (task docs.parquet, kept row indices)
+    pieces: tuple[tuple[str, np.ndarray], ...]  # (task docs.parquet, kept row indices (k,) int64)
 
 
 @dataclass
@@ -104,13 +107,14 @@ def run(
     work = out_dir / WORK
     fingerprint = _fingerprint_of(sources, cfg, source_label)
     resumed = _prepare_work(work, fingerprint, tasks)
+    _remove_partial_files(out_dir)
     if resumed:
         _say(progress, f"resuming the unfinished run in {work}")
 
     ex = make_executor(executor, workers)
     try:
         results = _stage_process(ex, tasks, cfg, work, progress)
-        dedup, keys = _stage_dedup(len(tasks), cfg, work, progress)
+        dedup = _stage_dedup(len(tasks), cfg, work, progress)
         shard_jobs = _plan_shards(results, dedup, cfg, work, out_dir)
         _stage_write(ex, shard_jobs, progress)
     finally:
@@ -119,7 +123,7 @@ def run(
     stats = Stats()
     for r in results:
         stats += Stats.from_dict(r.stats)
-    _write_rejected_and_dedup(results, dedup, keys, cfg, work, out_dir, stats)
+    _write_rejected_and_dedup(results, dedup, cfg, work, out_dir, stats)
     n_quarantined = _write_quarantine(quarantined, len(tasks), work, out_dir, stats)
     manifest = _write_manifest(
         sources, cfg, tasks, stats, dedup, shard_jobs, n_quarantined, out_dir, fingerprint
@@ -176,6 +180,14 @@ def _prepare_work(work: Path, fingerprint: str, tasks: list[SourceTask]) -> bool
     return False
 
 
+def _remove_partial_files(out_dir: Path) -> None:
+    """A killed run can leave `.tmp-*` files of atomic writes behind; they are never complete."""
+    for pattern in (".tmp-*", "*/.tmp-*"):
+        for p in out_dir.glob(pattern):
+            if p.is_file():
+                p.unlink()
+
+
 def _stat(path: str) -> list[int]:
     st = Path(path).stat()
     return [st.st_size, st.st_mtime_ns]
@@ -217,21 +229,18 @@ def _stage_process(
     return [r for r in results if r is not None]
 
 
-def _stage_dedup(
-    n_tasks: int, cfg: CurateConfig, work: Path, mode: Mode
-) -> tuple[DedupResult | None, list[np.ndarray]]:
-    exact = [np.load(task_dir(work, i) / "exact.npy", mmap_mode="r") for i in range(n_tasks)]
-    if not (cfg.dedup.exact or cfg.dedup.near):
-        return None, exact
-    bands = [np.load(task_dir(work, i) / "bands.npy", mmap_mode="r") for i in range(n_tasks)]
-    sigs = None
-    if cfg.dedup.verify:
-        sigs = [np.load(task_dir(work, i) / "sigs.npy", mmap_mode="r") for i in range(n_tasks)]
+def _stage_dedup(n_tasks: int, cfg: CurateConfig, work: Path, mode: Mode) -> DedupResult | None:
+    d = cfg.dedup
+    if not (d.exact or d.near):
+        return None
+    exact = [load_keys(task_dir(work, i), "exact", 2) for i in range(n_tasks)]
+    bands = [load_keys(task_dir(work, i), "bands", d.num_bands) for i in range(n_tasks)]
+    sigs = [load_keys(task_dir(work, i), "sigs", d.num_perm) for i in range(n_tasks)] if d.verify else None
     bar = Progress("dedup", 1, mode=mode, unit="passes")
     result = deduplicate(exact, bands, signatures=sigs, cfg=cfg.dedup, work_dir=work / "dedup")
     bar.update(1, exact_removed=int(result.exact_removed), near_removed=int(result.near_removed))
     bar.close()
-    return result, exact
+    return result
 
 
 def _plan_shards(
@@ -240,7 +249,7 @@ def _plan_shards(
     """Cut the kept documents, in canonical order, into shards of `output.shard_docs`."""
     size = cfg.output.shard_docs
     jobs: list[ShardJob] = []
-    pieces: list[tuple[str, tuple[int, ...]]] = []
+    pieces: list[tuple[str, np.ndarray]] = []
     filled = 0
 
     def flush() -> None:
@@ -255,7 +264,7 @@ def _plan_shards(
         start = 0
         while start < len(rows):
             take = rows[start : start + size - filled]
-            pieces.append((str(task_dir(work, r.index) / "docs.parquet"), tuple(int(x) for x in take)))
+            pieces.append((str(task_dir(work, r.index) / "docs.parquet"), take.astype(np.int64)))
             filled += len(take)
             start += len(take)
             if filled == size:
@@ -266,13 +275,25 @@ def _plan_shards(
 
 def write_shard(job: ShardJob) -> int:
     path = Path(job.out_path)
-    tables = []
-    for docs_path, rows in job.pieces:
-        tables.append(pq.read_table(docs_path).take(pa.array(rows, type=pa.int64())))
+    tables = [take_rows(docs_path, rows) for docs_path, rows in job.pieces]
     table = pa.concat_tables(tables)
     if not path.exists():  # resumed runs keep finished shards: same inputs, same bytes
         write_table(table, path, compression=job.compression)
     return table.num_rows
+
+
+def take_rows(path: str | Path, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """Rows `rows` (sorted) of a Parquet file, reading only the row groups that hold them."""
+    pf = pq.ParquetFile(path)
+    starts = np.cumsum([0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)])
+    groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+    if len(groups) == 0:
+        return pf.schema_arrow.empty_table().select(columns) if columns else pf.schema_arrow.empty_table()
+    table = pf.read_row_groups([int(g) for g in groups], columns=columns)
+    # row index within the concatenation of the chosen groups
+    base = np.concatenate([np.arange(starts[g], starts[g + 1]) for g in groups])
+    local = np.searchsorted(base, rows)
+    return table.take(pa.array(local, type=pa.int64()))
 
 
 def _stage_write(ex: Executor, jobs: list[ShardJob], mode: Mode) -> None:
@@ -288,7 +309,6 @@ def _stage_write(ex: Executor, jobs: list[ShardJob], mode: Mode) -> None:
 def _write_rejected_and_dedup(
     results: list[TaskResult],
     dedup: DedupResult | None,
-    keys: list[np.ndarray],
     cfg: CurateConfig,
     work: Path,
     out_dir: Path,
@@ -296,52 +316,70 @@ def _write_rejected_and_dedup(
 ) -> None:
     """rejected/ holds every dropped document with its rule; dedup/duplicates.parquet maps each
     removed duplicate to the document kept in its place."""
-    ids = [
-        pq.read_table(task_dir(work, r.index) / "docs.parquet", columns=["id"]).column(0).to_pylist()
-        for r in results
-    ]
-    offsets = np.cumsum([0] + [len(x) for x in ids])
-
-    def doc_id(global_index: int) -> str:
-        t = int(np.searchsorted(offsets, global_index, side="right") - 1)
-        return ids[t][global_index - offsets[t]]
-
     dup_rows: dict[int, list[tuple[int, str, str]]] = {}
-    if dedup is not None:
+    if dedup is not None and len(dedup.removed_pairs):
+        offsets = np.cumsum([0] + [r.kept for r in results])
+        pairs = np.asarray(dedup.removed_pairs, dtype=np.int64)  # (k, 2) global (removed, kept)
+        wanted = np.unique(pairs)
+        # only the ids of documents named in a pair are read: memory grows with duplicates, not corpus
+        ids: dict[int, str] = {}
+        task_of = np.searchsorted(offsets, wanted, side="right") - 1
+        for t in np.unique(task_of):
+            local = wanted[task_of == t] - offsets[t]
+            col = (
+                take_rows(task_dir(work, int(t)) / "docs.parquet", local, columns=["id"])
+                .column(0)
+                .to_pylist()
+            )
+            ids.update(zip((local + offsets[t]).tolist(), col, strict=True))
         kinds = {1: "dedup_exact", 2: "dedup_near"}
-        removed, kept = [], []
-        for (victim, keeper), kind in zip(dedup.removed_pairs.tolist(), dedup.kind.tolist(), strict=True):
-            t = int(np.searchsorted(offsets, victim, side="right") - 1)
-            dup_rows.setdefault(t, []).append((victim - int(offsets[t]), kinds[kind], doc_id(keeper)))
-            removed.append(doc_id(victim))
-            kept.append(doc_id(keeper))
+        victim_task = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
+        for (victim, keeper), kind, t in zip(
+            pairs.tolist(), dedup.kind.tolist(), victim_task.tolist(), strict=True
+        ):
+            dup_rows.setdefault(t, []).append((victim - int(offsets[t]), kinds[kind], ids[keeper]))
             stats.drop(kinds[kind])
         table = pa.table(
-            {"id": removed, "duplicate_of": kept, "kind": [kinds[k][6:] for k in dedup.kind.tolist()]}
+            {
+                "id": [ids[v] for v in pairs[:, 0].tolist()],
+                "duplicate_of": [ids[k] for k in pairs[:, 1].tolist()],
+                "kind": [kinds[k][6:] for k in dedup.kind.tolist()],
+            }
         )
         write_table(table, out_dir / "dedup" / "duplicates.parquet", compression="zstd")
+    if dedup is not None:
         stats.add("dedup.clusters", int(dedup.clusters))
 
     if not cfg.output.keep_rejected:
         return
     for r in results:
         tdir = task_dir(work, r.index)
-        parts = []
+        batches: list[pa.RecordBatch | pa.Table] = []
         if (tdir / "rejected.parquet").is_file():
-            parts.append(pq.read_table(tdir / "rejected.parquet"))
+            batches = pq.ParquetFile(tdir / "rejected.parquet").iter_batches(batch_size=4096)
         if r.index in dup_rows:
-            docs = pq.read_table(tdir / "docs.parquet")
-            rows = dup_rows[r.index]
-            t = docs.take(pa.array([row for row, _, _ in rows], type=pa.int64()))
+            rows = sorted(dup_rows[r.index])
+            t = take_rows(tdir / "docs.parquet", np.array([row for row, _, _ in rows], dtype=np.int64))
             t = t.append_column("reason", pa.array([k for _, k, _ in rows], pa.string()))
-            parts.append(t.append_column("duplicate_of", pa.array([d for _, _, d in rows], pa.string())))
-        if parts:
-            table = pa.concat_tables([p.cast(REJECTED_SCHEMA) for p in parts])
-            write_table(
-                table,
-                out_dir / "rejected" / f"task-{r.index:05d}.parquet",
-                compression=cfg.output.compression,
-            )
+            t = t.append_column("duplicate_of", pa.array([d for _, _, d in rows], pa.string()))
+            batches = itertools.chain(batches, [t])
+        _write_batches(batches, out_dir / "rejected" / f"task-{r.index:05d}.parquet", cfg.output.compression)
+
+
+def _write_batches(batches: Iterable[pa.RecordBatch | pa.Table], path: Path, compression: str) -> None:
+    """Stream batches into one Parquet file, atomically; no file for no batches."""
+    batches = iter(batches)
+    first = next(batches, None)
+    if first is None:
+        return
+    with atomic_path(path) as tmp:
+        writer = pq.ParquetWriter(
+            tmp, REJECTED_SCHEMA, compression=None if compression == "none" else compression
+        )
+        for batch in itertools.chain([first], batches):
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            writer.write_table(table.cast(REJECTED_SCHEMA))
+        writer.close()
 
 
 def _write_quarantine(

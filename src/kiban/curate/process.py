@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from kiban.curate.config import CurateConfig
 from kiban.curate.dedup import MinHasher, exact_key
 from kiban.curate.filters import c4_reason, gopher_reason, llmjp_reason, swallow_reason
 from kiban.curate.language import language_reason
 from kiban.curate.readers import QuarantineRecord, SourceTask, read_task
-from kiban.curate.shards import docs_table, rejected_table, write_table
+from kiban.curate.shards import REJECTED_SCHEMA, SCHEMA, docs_table, rejected_table
 from kiban.curate.stats import Stats
 from kiban.records import Document
 from kiban.text import normalize, normalize_for_hash
@@ -49,16 +50,24 @@ def task_dir(work_dir: Path, index: int) -> Path:
 
 
 def run_task(job: TaskJob) -> TaskResult:
-    """Process one input file; idempotent (a finished task is read back, not redone)."""
+    """Process one input file; idempotent (a finished task is read back, not redone).
+
+    Documents stream through in batches, so memory does not grow with the size of the file.
+    """
     out = task_dir(Path(job.work_dir), job.index)
     if (out / "stats.json").is_file():
         stats = json.loads((out / "stats.json").read_text())
         return TaskResult(job.index, stats.get("out.docs", 0), stats)
     cfg = job.config
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+
     stats = Stats()
-    rejected: list[tuple[Document, str, str | None]] = []
+    outputs = TaskOutputs(tmp, cfg)
     if cfg.output.keep_rejected:
-        stats.on_drop = lambda doc, rule: rejected.append((doc, rule, None))
+        stats.on_drop = outputs.reject
     quarantined: list[QuarantineRecord] = []
 
     docs = read_task(job.task, quarantined.append)
@@ -67,34 +76,18 @@ def run_task(job: TaskJob) -> TaskResult:
     docs = language_checked(docs, cfg, stats)
     docs = quality_checked(docs, cfg, stats)
     docs = redacted(docs, cfg, stats)
-    kept = list(docs)
 
     hasher = MinHasher(cfg.dedup)
-    n_bands = cfg.dedup.num_bands
-    exact = np.zeros((len(kept), 2), dtype=np.uint64)  # (n_docs, 2) xxh3-128 of the hash-normalized text
-    bands = np.zeros((len(kept), n_bands), dtype=np.uint64)  # (n_docs, num_bands)
-    sigs = np.zeros((len(kept), cfg.dedup.num_perm), dtype=np.uint32)  # (n_docs, num_perm), for verification
-    for i, doc in enumerate(kept):
-        exact[i] = np.frombuffer(
-            exact_key(normalize_for_hash(doc.text, normalized=cfg.normalize)), dtype=np.uint64
-        )
-        sigs[i], bands[i] = hasher.sketch(doc.text)
+    for doc in docs:
+        key = exact_key(normalize_for_hash(doc.text, normalized=cfg.normalize))
+        sig, bands = hasher.sketch(doc.text)
+        outputs.add(doc, key, sig, bands)
         stats.add("out.docs")
         stats.add("out.chars", len(doc.text))
+    outputs.close()
+
     for q in quarantined:
         stats.add(f"quarantine.{q.reason.split(':', 1)[0]}")
-
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    write_table(docs_table(kept), tmp / "docs.parquet", compression="none")
-    np.save(tmp / "exact.npy", exact)
-    np.save(tmp / "bands.npy", bands)
-    if cfg.dedup.verify:
-        np.save(tmp / "sigs.npy", sigs)
-    if rejected:
-        write_table(rejected_table(rejected), tmp / "rejected.parquet", compression="none")
     with open(tmp / "quarantine.jsonl", "w", encoding="utf-8") as f:
         for q in quarantined:
             f.write(json.dumps(q.to_dict(), ensure_ascii=False) + "\n")
@@ -102,7 +95,87 @@ def run_task(job: TaskJob) -> TaskResult:
     if out.exists():  # a crashed earlier attempt cannot leave `out` without stats.json, but be safe
         shutil.rmtree(out)
     os.replace(tmp, out)
-    return TaskResult(job.index, len(kept), stats.to_dict())
+    return TaskResult(job.index, outputs.n_kept, stats.to_dict())
+
+
+class TaskOutputs:
+    """One task's outputs, written in batches of `BATCH` documents (one Parquet row group each):
+
+    docs.parquet       kept documents, in input order
+    exact.u64          (n, 2) uint64     xxh3-128 of the hash-normalized text
+    bands.u64          (n, num_bands) uint64
+    sigs.u32           (n, num_perm) uint32, when dedup.verify
+    rejected.parquet   dropped documents with their rule, when output.keep_rejected
+    """
+
+    BATCH = 1024
+
+    def __init__(self, directory: Path, cfg: CurateConfig) -> None:
+        self.dir, self.cfg = directory, cfg
+        self.n_kept = 0
+        self._docs: list[Document] = []
+        self._keys: list[tuple[bytes, np.ndarray, np.ndarray]] = []
+        self._rejected: list[tuple[Document, str, str | None]] = []
+        self._docs_writer = pq.ParquetWriter(directory / "docs.parquet", SCHEMA, compression="none")
+        self._rejected_writer: pq.ParquetWriter | None = None
+        self._exact = open(directory / "exact.u64", "wb")  # noqa: SIM115 - closed in close()
+        self._bands = open(directory / "bands.u64", "wb")  # noqa: SIM115
+        self._sigs = open(directory / "sigs.u32", "wb") if cfg.dedup.verify else None  # noqa: SIM115
+
+    def add(self, doc: Document, key: bytes, sig: np.ndarray, bands: np.ndarray) -> None:
+        self._docs.append(doc)
+        self._keys.append((key, sig, bands))
+        self.n_kept += 1
+        if len(self._docs) >= self.BATCH:
+            self._flush_docs()
+
+    def reject(self, doc: Document, rule: str) -> None:
+        self._rejected.append((doc, rule, None))
+        if len(self._rejected) >= self.BATCH:
+            self._flush_rejected()
+
+    def _flush_docs(self) -> None:
+        if not self._docs:
+            return
+        self._docs_writer.write_table(docs_table(self._docs))
+        self._exact.write(b"".join(k for k, _, _ in self._keys))
+        self._bands.write(np.stack([b for _, _, b in self._keys]).astype("<u8").tobytes())
+        if self._sigs is not None:
+            self._sigs.write(np.stack([s for _, s, _ in self._keys]).astype("<u4").tobytes())
+        self._docs, self._keys = [], []
+
+    def _flush_rejected(self) -> None:
+        if not self._rejected:
+            return
+        if self._rejected_writer is None:
+            self._rejected_writer = pq.ParquetWriter(
+                self.dir / "rejected.parquet", REJECTED_SCHEMA, compression="none"
+            )
+        self._rejected_writer.write_table(rejected_table(self._rejected))
+        self._rejected = []
+
+    def close(self) -> None:
+        self._flush_docs()
+        self._flush_rejected()
+        self._docs_writer.close()
+        if self._rejected_writer is not None:
+            self._rejected_writer.close()
+        for f in (self._exact, self._bands, self._sigs):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+
+
+def load_keys(directory: Path, name: str, width: int) -> np.ndarray:
+    """A task's key array, memory-mapped: `exact` (n, 2) uint64, `bands` (n, num_bands) uint64,
+    `sigs` (n, num_perm) uint32."""
+    dtype = np.dtype("<u4") if name == "sigs" else np.dtype("<u8")
+    path = Path(directory) / f"{name}.{'u32' if name == 'sigs' else 'u64'}"
+    n = path.stat().st_size // (dtype.itemsize * width)
+    if n == 0:
+        return np.zeros((0, width), dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n, width))
 
 
 def counted_in(docs: Iterable[Document], stats: Stats) -> Iterator[Document]:
