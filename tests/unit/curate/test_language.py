@@ -47,10 +47,17 @@ def test_identify_tolerates_a_lone_surrogate() -> None:
     assert identify(JA + "\ud83d")[0] == "ja"
 
 
-def test_identify_reads_only_the_head() -> None:
-    # English beyond the first max_chars characters does not change the verdict.
-    assert identify(JA + "\n" + EN * 200, max_chars=len(JA))[0] == "ja"
-    assert identify(JA[:10] + EN * 5, max_chars=10)[0] == "ja"
+def test_identify_samples_the_whole_text_not_its_head() -> None:
+    # A Japanese document that opens with an English synopsis (a man page) is Japanese ...
+    assert identify(EN * 3 + "\n" + JA * 20, max_chars=400)[0] == "ja"
+    # ... because the sample reaches past the head of a long text
+    windows = language._sample(JA + "\n" + EN * 50, 400)
+    assert len(windows) == 4 and windows[0].startswith(JA[:50]) and "lighthouse" in "".join(windows[1:])
+    assert identify(EN * 50, max_chars=400)[0] == "en"
+        language._sample(JA + EN * 50, 400)[1] in JA + EN * 50 and identify(EN * 50, max_chars=400)[0] == "en"
+    )
+    # a text within max_chars is classified whole
+    assert language._sample(JA, len(JA)) == [JA]
 
 
 def test_model_is_loaded_once() -> None:
