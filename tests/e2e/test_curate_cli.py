@@ -122,3 +122,17 @@ def test_help_and_curate_do_not_import_torch(tmp_path: Path, ja_tree: Path) -> N
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_text_field_is_configurable(tmp_path: Path, manpages_ja: list[Path]) -> None:
+    from tests.conftest import ja_texts
+
+    src = tmp_path / "stack.jsonl"
+    texts = ja_texts(manpages_ja, 3)
+    src.write_text("\n".join(json.dumps({"content": t}, ensure_ascii=False) for t in texts) + "\n")
+    out = tmp_path / "o"
+    run_kiban("curate", str(src), "--out", str(out), "--set", "text_field=content", "--workers", "1")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stats"]["funnel"]["in"]["docs"] == 3 and manifest["stats"]["quarantined"] == 0
+    default = run_kiban("curate", str(src), "--out", str(tmp_path / "d"), "--workers", "1")
+    assert "3 inputs quarantined" in default.stdout  # no 'text' field: each line kept with its reason

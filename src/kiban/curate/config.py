@@ -61,6 +61,9 @@ class CurateConfig:
     """Sources read in addition to those named on the command line."""
     license: str = "unknown"
     """Licence of records whose record, sidecar and source say nothing (`--license`)."""
+    text_field: str = "text"
+    """The field of JSONL records (the column of Parquet files) that holds the text
+    (`content` for The Stack, `raw_content` for RedPajama)."""
     min_chars: int = 1
     """Documents shorter than this after normalization are dropped as `empty_document`."""
     normalize: bool = True

@@ -70,7 +70,7 @@ def run_task(job: TaskJob) -> TaskResult:
         stats.on_drop = outputs.reject
     quarantined: list[QuarantineRecord] = []
 
-    docs = read_task(job.task, quarantined.append)
+    docs = read_task(job.task, quarantined.append, text_field=cfg.text_field)
     docs = counted_in(docs, stats)
     docs = normalized(docs, cfg, stats)
     docs = language_checked(docs, cfg, stats)

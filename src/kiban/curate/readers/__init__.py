@@ -20,20 +20,30 @@ from kiban.records import Document
 __all__ = ["QuarantineRecord", "SourceDefaults", "SourceTask", "read_task", "resolve_sources"]
 
 
-def read_task(task: SourceTask, quarantine: Callable[[QuarantineRecord], None]) -> Iterator[Document]:
-    """Stream the Documents of one task's file; everything unreadable goes to `quarantine`."""
+def read_task(
+    task: SourceTask, quarantine: Callable[[QuarantineRecord], None], *, text_field: str = "text"
+) -> Iterator[Document]:
+    """Stream the Documents of one task's file; everything unreadable goes to `quarantine`.
+
+    `text_field` names the field (JSONL) or column (Parquet) holding the text."""
     try:
         sha256 = sha256_path(task.path)  # of the raw file, as it is on disk (compressed or not)
     except OSError as e:
         quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))
         return
     if task.kind == "jsonl":
-        from kiban.curate.readers.jsonl import read_jsonl as reader
+        from kiban.curate.readers.jsonl import read_jsonl
+
+        docs = read_jsonl(task, quarantine, sha256, text_field=text_field)
     elif task.kind == "parquet":
-        from kiban.curate.readers.parquet import read_parquet as reader
+        from kiban.curate.readers.parquet import read_parquet
+
+        docs = read_parquet(task, quarantine, sha256, text_field=text_field)
     else:
-        from kiban.curate.readers.tree import read_whole_file as reader
+        from kiban.curate.readers.tree import read_whole_file
+
+        docs = read_whole_file(task, quarantine, sha256)
     try:
-        yield from reader(task, quarantine, sha256)
+        yield from docs
     except OSError as e:  # the file vanished or became unreadable half-way: an I/O problem, not data
         quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from kiban.curate.readers.compressed import TruncatedInput, iter_chunks, read_all, strip_compression
 from kiban.curate.readers.quarantine import QuarantineRecord, raw_text
-from kiban.curate.readers.record import NotADocument, to_document
+from kiban.curate.readers.record import TEXT_FIELD, NotADocument, to_document
 from kiban.curate.readers.sources import SourceTask, relative_name
 from kiban.records import Document
 
@@ -25,12 +25,16 @@ MAX_JSON_FILE_BYTES = 1 << 31
 Quarantine = Callable[[QuarantineRecord], None]
 
 
-def read_jsonl(task: SourceTask, quarantine: Quarantine, sha256: str) -> Iterator[Document]:
+def read_jsonl(
+    task: SourceTask, quarantine: Quarantine, sha256: str, *, text_field: str = TEXT_FIELD
+) -> Iterator[Document]:
     """Documents from one JSON Lines file; bad lines and truncation go to `quarantine`."""
     if strip_compression(task.path).endswith(".json"):
-        yield from _read_json(task, quarantine, sha256)
+        yield from _read_json(task, quarantine, sha256, text_field=text_field)
         return
-    yield from _records_from_lines(task, quarantine, sha256, _lines(iter_chunks(task.path)))
+    yield from _records_from_lines(
+        task, quarantine, sha256, _lines(iter_chunks(task.path)), text_field=text_field
+    )
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -57,7 +61,12 @@ class _Cut(Exception):
 
 
 def _records_from_lines(
-    task: SourceTask, quarantine: Quarantine, sha256: str, lines: Iterator[tuple[int, bytes]]
+    task: SourceTask,
+    quarantine: Quarantine,
+    sha256: str,
+    lines: Iterator[tuple[int, bytes]],
+    *,
+    text_field: str = TEXT_FIELD,
 ) -> Iterator[Document]:
     rel = relative_name(task)
     try:
@@ -83,6 +92,7 @@ def _records_from_lines(
                     record,
                     task_source=task.source,
                     task_license=task.license,
+                    text_field=text_field,
                     sha256=sha256,
                     n=n,
                     meta={"path": rel, "line": n},
@@ -100,7 +110,9 @@ def _records_from_lines(
         )
 
 
-def _read_json(task: SourceTask, quarantine: Quarantine, sha256: str) -> Iterator[Document]:
+def _read_json(
+    task: SourceTask, quarantine: Quarantine, sha256: str, *, text_field: str
+) -> Iterator[Document]:
     """A `.json` file: a JSON array of records, one object, or (most often) JSON Lines after all."""
     try:
         data = read_all(task.path, max_bytes=MAX_JSON_FILE_BYTES)
@@ -114,7 +126,7 @@ def _read_json(task: SourceTask, quarantine: Quarantine, sha256: str) -> Iterato
         whole = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         lines = enumerate(data.split(b"\n"), start=1)
-        yield from _records_from_lines(task, quarantine, sha256, lines)
+        yield from _records_from_lines(task, quarantine, sha256, lines, text_field=text_field)
         return
     rel = relative_name(task)
     records = whole if isinstance(whole, list) else [whole]
@@ -124,6 +136,7 @@ def _read_json(task: SourceTask, quarantine: Quarantine, sha256: str) -> Iterato
                 record,
                 task_source=task.source,
                 task_license=task.license,
+                text_field=text_field,
                 sha256=sha256,
                 n=n,
                 meta={"path": rel, "index": n},
