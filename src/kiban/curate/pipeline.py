@@ -237,7 +237,24 @@ def _stage_dedup(n_tasks: int, cfg: CurateConfig, work: Path, mode: Mode) -> Ded
     bands = [load_keys(task_dir(work, i), "bands", d.num_bands) for i in range(n_tasks)]
     sigs = [load_keys(task_dir(work, i), "sigs", d.num_perm) for i in range(n_tasks)] if d.verify else None
     bar = Progress("dedup", 1, mode=mode, unit="passes")
-    result = deduplicate(exact, bands, signatures=sigs, cfg=cfg.dedup, work_dir=work / "dedup")
+    offsets = np.cumsum([0] + [len(e) for e in exact])
+
+    def fetch_texts(indices: np.ndarray) -> list[str]:
+        """Texts of global document indices (sorted), read back from the tasks' docs.parquet."""
+        task_of = np.searchsorted(offsets, indices, side="right") - 1
+        texts: list[str] = []
+        for t in np.unique(task_of):
+            rows = indices[task_of == t] - offsets[t]
+            texts += (
+                take_rows(task_dir(work, int(t)) / "docs.parquet", rows, columns=["text"])
+                .column(0)
+                .to_pylist()
+            )
+        return texts
+
+    result = deduplicate(
+        exact, bands, signatures=sigs, cfg=cfg.dedup, work_dir=work / "dedup", fetch_texts=fetch_texts
+    )
     bar.update(1, exact_removed=int(result.exact_removed), near_removed=int(result.near_removed))
     bar.close()
     return result

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kiban.curate.dedup.verify import FetchTexts, exact_pairs_at_least
+
 # One sortable record: two 64-bit key words and the global document index.
 _REC = np.dtype([("k0", "<u8"), ("k1", "<u8"), ("i", "<i8")])
 # Finding the runs in m records holds the records (24 bytes each) and, at the peak, the argsort
@@ -62,10 +64,15 @@ class DedupConfig:
     verify: bool = True
     """Drop LSH candidate edges whose full signatures estimate Jaccard < verify_threshold. Needs
     stage 1 to store `sigs.npy` (n, num_perm) uint32 = 448 bytes/doc at the default 112 perms."""
-    verify_threshold: float = 0.75
-    """Minimum estimated Jaccard for a verified edge (0 < t <= 1). 0.75 sits between 0.8 (what we
-    must catch) and 0.7 (what we must not merge): with 112 slots the estimate's standard error is
-    ~0.04, so on seeded Japanese pairs recall at J >= 0.8 is 0.96 and precision 0.99 (docs/dedup.md)."""
+    verify_threshold: float = 0.7
+    """Minimum estimated Jaccard for a verified edge (0 < t <= 1). With `exact_threshold` set this is
+    a cheap pre-filter, placed ~2.5 standard errors (0.04 at 112 slots) below it so that it loses
+    almost no true pair; without it, this is the cut itself (0.75 then balances recall at 0.8
+    against merges at 0.7, docs/dedup.md)."""
+    exact_threshold: float | None = 0.8
+    """Candidates that pass are checked on the exact character n-gram Jaccard of their texts, read
+    back from stage 1's output; a near-duplicate is a pair with Jaccard ≥ this. None skips the
+    check (faster; the cut is then as fuzzy as the MinHash estimate)."""
 
     def __post_init__(self) -> None:
         if self.ngram < 1:
@@ -80,6 +87,8 @@ class DedupConfig:
             raise ValueError(f"max_memory_mb must be >= 1, got {self.max_memory_mb}")
         if not 0.0 < self.verify_threshold <= 1.0:
             raise ValueError(f"verify_threshold must be in (0, 1], got {self.verify_threshold}")
+        if self.exact_threshold is not None and not 0.0 < self.exact_threshold <= 1.0:
+            raise ValueError(f"exact_threshold must be in (0, 1] or null, got {self.exact_threshold}")
 
     @property
     def num_perm(self) -> int:
@@ -115,10 +124,12 @@ def deduplicate(
     cfg: DedupConfig,
     work_dir: Path,
     signatures: Sequence[np.ndarray] | None = None,
+    fetch_texts: FetchTexts | None = None,
 ) -> DedupResult:
     """Decide which documents to keep. Per task t: exact_keys[t] (n_t, 2) uint64, band_hashes[t]
     (n_t, num_bands) uint64, signatures[t] (n_t, num_perm) uint32 (needed when cfg.verify and
-    cfg.near). Arrays may be memory-mapped; they are read in chunks."""
+    cfg.near). Arrays may be memory-mapped; they are read in chunks. `fetch_texts` (global indices
+    → texts) enables the exact check of `cfg.exact_threshold`; without it that check is skipped."""
     sizes = _check_inputs(exact_keys, band_hashes, signatures, cfg)
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)  # (T+1,)
     n = int(offsets[-1])
@@ -143,6 +154,10 @@ def deduplicate(
             assert signatures is not None  # _check_inputs
             ok = _verify(u, v, signatures, offsets, cfg.verify_threshold, budget)
             rejected = int(len(u) - ok.sum())
+            u, v = u[ok], v[ok]
+        if cfg.exact_threshold is not None and fetch_texts is not None and len(u):
+            ok = exact_pairs_at_least(u, v, fetch_texts, ngram=cfg.ngram, threshold=cfg.exact_threshold)
+            rejected += int(len(u) - ok.sum())
             u, v = u[ok], v[ok]
         nodes, root = _components(u, v)
         removed = nodes != root
