@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,29 +68,26 @@ def run_task(job: TaskJob) -> TaskResult:
     outputs = TaskOutputs(tmp, cfg)
     if cfg.output.keep_rejected:
         stats.on_drop = outputs.reject
-    quarantined: list[QuarantineRecord] = []
-
-    docs = read_task(job.task, quarantined.append, text_field=cfg.text_field)
-    docs = counted_in(docs, stats)
-    docs = normalized(docs, cfg, stats)
-    docs = language_checked(docs, cfg, stats)
-    docs = quality_checked(docs, cfg, stats)
-    docs = redacted(docs, cfg, stats)
-
     hasher = MinHasher(cfg.dedup)
-    for doc in docs:
-        key = exact_key(normalize_for_hash(doc.text, normalized=cfg.normalize))
-        sig, bands = hasher.sketch(doc.text)
-        outputs.add(doc, key, sig, bands)
-        stats.add("out.docs")
-        stats.add("out.chars", len(doc.text))
-    outputs.close()
+    with open(tmp / "quarantine.jsonl", "w", encoding="utf-8") as qfile:
 
-    for q in quarantined:
-        stats.add(f"quarantine.{q.reason.split(':', 1)[0]}")
-    with open(tmp / "quarantine.jsonl", "w", encoding="utf-8") as f:
-        for q in quarantined:
-            f.write(json.dumps(q.to_dict(), ensure_ascii=False) + "\n")
+        def quarantine(q: QuarantineRecord) -> None:
+            stats.add(f"quarantine.{q.reason.split(':', 1)[0]}")
+            qfile.write(json.dumps(q.to_dict(), ensure_ascii=False) + "\n")
+
+        for doc in _read_guarded(job.task, quarantine, cfg.text_field, stats):
+            try:
+                for kept in process_document(doc, cfg, stats):
+                    key = exact_key(normalize_for_hash(kept.text, normalized=cfg.normalize))
+                    sig, bands = hasher.sketch(kept.text)
+                    outputs.add(kept, key, sig, bands)
+                    stats.add("out.docs")
+                    stats.add("out.chars", len(kept.text))
+            except Exception as e:  # noqa: BLE001 - one pathological document must not sink its file
+                line = doc.meta.get("line")
+                reason = f"processing_error: {type(e).__name__}: {e}"
+                quarantine(QuarantineRecord(job.task.path, line, reason, raw_text_of(doc.text)))
+    outputs.close()
     (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), sort_keys=True))
     if out.exists():  # a crashed earlier attempt cannot leave `out` without stats.json, but be safe
         shutil.rmtree(out)
@@ -178,11 +175,35 @@ def load_keys(directory: Path, name: str, width: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r", shape=(n, width))
 
 
-def counted_in(docs: Iterable[Document], stats: Stats) -> Iterator[Document]:
-    for doc in docs:
-        stats.add("in.docs")
-        stats.add("in.chars", len(doc.text))
-        yield doc
+def process_document(doc: Document, cfg: CurateConfig, stats: Stats) -> Iterator[Document]:
+    """The steps one document goes through; yields it if it survives them all."""
+    docs: Iterable[Document] = (doc,)
+    docs = normalized(docs, cfg, stats)
+    docs = language_checked(docs, cfg, stats)
+    docs = quality_checked(docs, cfg, stats)
+    return redacted(docs, cfg, stats)
+
+
+def _read_guarded(
+    task: SourceTask, quarantine: Callable[[QuarantineRecord], None], text_field: str, stats: Stats
+) -> Iterator[Document]:
+    """The task's documents, counted; a reader that fails half-way keeps what it read and
+    quarantines the rest of the file with the reason."""
+    n = 0
+    try:
+        for doc in read_task(task, quarantine, text_field=text_field):
+            n += 1
+            stats.add("in.docs")
+            stats.add("in.chars", len(doc.text))
+            yield doc
+    except Exception as e:  # noqa: BLE001 - a reader bug on one file must not sink the run
+        quarantine(
+            QuarantineRecord(task.path, None, f"reader_error: {type(e).__name__}: {e} (after {n} documents)")
+        )
+
+
+def raw_text_of(text: str, limit: int = 1 << 20) -> str:
+    return text[:limit]
 
 
 def normalized(docs: Iterable[Document], cfg: CurateConfig, stats: Stats) -> Iterator[Document]:

@@ -249,3 +249,19 @@ def test_any_text_gets_a_documented_verdict(text: str) -> None:
 
 def test_lone_surrogate_does_not_raise() -> None:
     assert reason(PROSE + "\ud83d") in {None, *RULES}
+
+
+def test_run_statistics_match_a_plain_count() -> None:
+    # the n-gram rules count from the sorted hashes' run starts; check against np.unique
+    import numpy as np
+
+    from kiban.curate.filters.japanese import _top_count
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        h = rng.integers(0, rng.integers(1, 20), rng.integers(2, 60))
+        s = np.sort(h)
+        new = s[1:] != s[:-1]
+        _, counts = np.unique(h, return_counts=True)
+        assert _top_count(new) == counts.max()
+        assert np.count_nonzero(new) + 1 == len(counts)

@@ -147,3 +147,22 @@ def test_quarantine_raw_is_capped(tmp_path: Path) -> None:
     assert q.reason_name == "invalid_json" and q.raw is not None
     assert len(q.raw.encode()) < (1 << 20) + 100 and q.raw.endswith("[truncated]")
     assert set(q.to_dict()) == {"path", "line", "reason", "raw"}
+
+
+def test_lone_surrogates_quarantine_the_record_and_are_scrubbed_from_metadata(tmp_path: Path) -> None:
+    from kiban.curate.readers import SourceDefaults, read_task, resolve_sources
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(
+        '{"text": "壊れた\\ud83dです"}\n{"text": "正常です", "note": "x\\udc00y", "metadata": {"k\\ud800": 1}}\n'
+        '{"text": "絵文字😀は正常 \\ud83d\\ude00"}\n',
+        encoding="utf-8",
+    )
+    tasks, _ = resolve_sources([str(path)], defaults=SourceDefaults())
+    bad = []
+    docs = list(read_task(tasks[0], bad.append))
+    assert [q.line for q in bad] == [1] and bad[0].reason.startswith("invalid_unicode: lone surrogate U+D83D")
+    assert [d.text for d in docs] == ["正常です", "絵文字😀は正常 😀"]
+    import json
+
+    json.dumps(docs[0].meta, ensure_ascii=False).encode("utf-8")  # writable as UTF-8

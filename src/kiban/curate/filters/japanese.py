@@ -248,19 +248,25 @@ def _ngram_reason(cps: np.ndarray, top_max: dict[int, float], dup_max: dict[int,
             h = h[:-1] * _HASH_MUL + a[n - 1 :]  # (n_chars - n + 1,) hashes of n-grams
             if n not in top_max and n not in dup_max:
                 continue
-            counts = _counts(h)
-            if n in top_max and counts.max() / len(h) > top_max[n]:
+            s = np.sort(h)
+            new = s[1:] != s[:-1]  # (m-1,) True where a new distinct n-gram starts
+            if n in top_max and _top_count(new) / len(h) > top_max[n]:
                 return f"swallow_top_{n}gram_fraction"
-            if n in dup_max and np.count_nonzero(counts > 1) / len(counts) > dup_max[n]:
-                return f"swallow_dup_{n}gram_fraction"
+            if n in dup_max:
+                repeat = ~new
+                # distinct n-grams seen twice or more = runs of `repeat`
+                seen_twice = np.count_nonzero(repeat[1:] & new[:-1]) + (int(repeat[0]) if len(repeat) else 0)
+                if seen_twice / (np.count_nonzero(new) + 1) > dup_max[n]:
+                    return f"swallow_dup_{n}gram_fraction"
     return None
 
 
-def _counts(h: np.ndarray) -> np.ndarray:
-    """Occurrences of each distinct value in `h` (order unspecified); faster than np.unique."""
-    s = np.sort(h)
-    starts = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-    return np.diff(np.append(starts, len(s)))
+def _top_count(new: np.ndarray) -> int:
+    """Occurrences of the most frequent value, from the sorted array's run starts."""
+    bounds = np.flatnonzero(new)
+    if len(bounds) == 0:
+        return len(new) + 1
+    return int(max(bounds[0] + 1, np.max(np.diff(bounds)) if len(bounds) > 1 else 0, len(new) - bounds[-1]))
 
 
 @functools.lru_cache(maxsize=8)

@@ -50,14 +50,18 @@ def to_document(
         raise NotADocument(f"missing_text: no '{text_field}' field")
     if not isinstance(text, str):
         raise NotADocument(f"missing_text: '{text_field}' is {type(text).__name__}, not a string")
+    _check_encodable(text, text_field)
     rid = record.get("id")
     source = record.get("source")
     license_ = record.get("license")
+    for name, value in (("id", rid), ("source", source), ("license", license_)):
+        if isinstance(value, str):
+            _check_encodable(value, name)
     used = _USED | {text_field}
-    extra = {k: jsonable(v) for k, v in record.items() if k not in used}
+    extra = {jsonable(k): jsonable(v) for k, v in record.items() if k not in used}
     metadata = record.get("metadata")
     if isinstance(metadata, dict):
-        extra.update((str(k), jsonable(v)) for k, v in metadata.items())
+        extra.update((jsonable(str(k)), jsonable(v)) for k, v in metadata.items())
     elif metadata is not None:
         extra["metadata"] = jsonable(metadata)
     extra.update(meta)  # path and line are ours and win
@@ -71,12 +75,26 @@ def to_document(
     )
 
 
+def _check_encodable(value: str, field: str) -> None:
+    """JSON's \\uD83D escapes can make lone surrogates, which no UTF-8 file can hold: such a record
+    is quarantined rather than silently altered."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise NotADocument(
+            f"invalid_unicode: lone surrogate U+{ord(value[e.start]):04X} at character {e.start} of '{field}'"
+        ) from None
+
+
 def jsonable(value: Any) -> Any:
     """`value` with what JSON cannot hold (Parquet timestamps, decimals, bytes) turned into strings."""
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, str):
+        # metadata is not training text: a lone surrogate there is replaced, not fatal
+        return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
+    if value is None or isinstance(value, int | float | bool):
         return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {jsonable(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     if isinstance(value, _dt.datetime | _dt.date | _dt.time):
