@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIBAN=.venv/bin/kiban
-OUT=out/demo
+OUT="${KIBAN_DEMO_OUT:-out/demo}"
 mkdir -p "$OUT"
 
 echo "== step 1/1: curate real Japanese text into a corpus with provenance =="

@@ -108,6 +108,12 @@ def curate(
         for rule, v in list(f["removed"].items())[:8]:
             typer.echo(f"  removed {v['docs']:>7,}  {rule}")
         typer.echo(f"corpus: {summary.out_dir}/  (manifest.json, datacard.md, part-*.parquet)")
+        if st["documents"] == 0:
+            typer.echo(
+                f"warning: no document was kept; {summary.out_dir}/rejected/ holds each one with the "
+                "rule that dropped it, and --set filters.japanese.enabled=false (say) relaxes a family",
+                err=True,
+            )
 
 
 @app.command()
