@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kiban import __version__
@@ -340,22 +341,25 @@ def _write_rejected_and_dedup(
         wanted = np.unique(pairs)
         # only the ids of documents named in a pair are read: memory grows with duplicates, not corpus
         ids: dict[int, str] = {}
+        chars: dict[int, int] = {}
         task_of = np.searchsorted(offsets, wanted, side="right") - 1
         for t in np.unique(task_of):
             local = wanted[task_of == t] - offsets[t]
-            col = (
-                take_rows(task_dir(work, int(t)) / "docs.parquet", local, columns=["id"])
-                .column(0)
-                .to_pylist()
-            )
-            ids.update(zip((local + offsets[t]).tolist(), col, strict=True))
+            table = take_rows(task_dir(work, int(t)) / "docs.parquet", local, columns=["id", "text"])
+            glob = (local + offsets[t]).tolist()
+            ids.update(zip(glob, table.column("id").to_pylist(), strict=True))
+            chars.update(zip(glob, pc.utf8_length(table.column("text")).to_pylist(), strict=True))
         kinds = {1: "dedup_exact", 2: "dedup_near"}
         victim_task = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
         for (victim, keeper), kind, t in zip(
             pairs.tolist(), dedup.kind.tolist(), victim_task.tolist(), strict=True
         ):
             dup_rows.setdefault(t, []).append((victim - int(offsets[t]), kinds[kind], ids[keeper]))
-            stats.drop(kinds[kind])
+            # the funnel's `out` is what reaches the corpus: duplicates leave it here
+            stats.add(f"removed.{kinds[kind]}.docs")
+            stats.add(f"removed.{kinds[kind]}.chars", chars[victim])
+            stats.add("out.docs", -1)
+            stats.add("out.chars", -chars[victim])
         table = pa.table(
             {
                 "id": [ids[v] for v in pairs[:, 0].tolist()],

@@ -43,7 +43,11 @@ class Stats:
         return cls(Counter(d))
 
     def funnel(self) -> dict[str, Any]:
-        """`{"in": {docs, chars}, "removed": {rule: {docs, chars}}, "out": {docs, chars}}`."""
+        """`{"in": {docs, chars}, "removed": {rule: {docs, chars}}, "out": {docs, chars}}`.
+
+        Documents add up (in − removed = out). Characters are counted as each step saw them:
+        `in` before normalization, `removed` when the rule fired, `out` after PII placeholders.
+        """
         removed: dict[str, dict[str, int]] = {}
         for key, n in self.counters.items():
             if key.startswith("removed."):
