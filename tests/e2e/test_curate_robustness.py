@@ -178,3 +178,27 @@ def test_killed_at_any_time_resumes_to_the_same_output(
     ids = _ids(out)
     assert len(ids) == len(set(ids))
     assert _outputs(out) == _outputs(reference)
+
+
+def test_one_big_file_split_into_tasks_gives_the_same_corpus(tmp_path: Path, manpages_ja: list[Path]) -> None:
+    texts = ja_texts(manpages_ja, 60)
+    src = tmp_path / "one.jsonl"
+    with open(src, "w", encoding="utf-8") as f:
+        for i in range(600):  # ~3 MB: several 1 MB parts
+            f.write(
+                json.dumps(
+                    {"id": f"d{i}", "text": texts[i % len(texts)] + f"\n通し番号 {i}"}, ensure_ascii=False
+                )
+            )
+            f.write("\n")
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_kiban("curate", str(src), "--out", str(whole), "--workers", "2", *LENIENT)
+    run_kiban("curate", str(src), "--out", str(split), "--workers", "2", *LENIENT, "--set", "split_mb=1")
+    a, b = _outputs(whole), _outputs(split)
+    ma, mb = json.loads(a.pop("manifest.json")), json.loads(b.pop("manifest.json"))
+    assert mb["stats"]["tasks"] > 2 and ma["stats"]["tasks"] == 1
+    for m in (ma, mb):
+        del m["stats"]["tasks"], m["config"]["split_mb"], m["extra_fingerprint"]
+    assert ma == mb
+    assert a == b
+    assert mb["stats"]["dedup"]["exact_removed"] + mb["stats"]["dedup"]["near_removed"] > 0

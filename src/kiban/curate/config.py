@@ -64,6 +64,9 @@ class CurateConfig:
     text_field: str = "text"
     """The field of JSONL records (the column of Parquet files) that holds the text
     (`content` for The Stack, `raw_content` for RedPajama)."""
+    split_mb: int = 32
+    """Plain JSONL and Parquet files larger than this are read as several tasks, so one big file
+    keeps every worker busy; the corpus is the same bytes whatever the value."""
     min_chars: int = 1
     """Documents shorter than this after normalization are dropped as `empty_document`."""
     normalize: bool = True
@@ -75,5 +78,7 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
+        if self.split_mb < 1:
+            raise ValueError(f"split_mb must be ≥ 1, got {self.split_mb}")
         if self.min_chars < 0:
             raise ValueError(f"min_chars must be ≥ 0, got {self.min_chars}")

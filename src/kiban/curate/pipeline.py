@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,13 @@ from kiban.artifacts import (
     write_text_atomic,
 )
 from kiban.config import to_dict
-from kiban.curate.config import CurateConfig
+from kiban.curate.config import CurateConfig, OutputConfig
 from kiban.curate.datacard import render_datacard
 from kiban.curate.dedup import DedupResult, deduplicate
 from kiban.curate.executors import Executor, make_executor
 from kiban.curate.process import TaskJob, TaskResult, load_keys, run_task, task_dir
 from kiban.curate.readers import QuarantineRecord, SourceDefaults, SourceTask, resolve_sources
+from kiban.curate.readers.split import split_tasks
 from kiban.curate.shards import REJECTED_SCHEMA, write_table
 from kiban.curate.stats import Stats
 from kiban.errors import ConfigError, DataError
@@ -104,6 +105,7 @@ def run(
     tasks, quarantined = _resolve(sources, cfg, source_label)
     if not tasks and not quarantined:
         raise DataError(f"no readable documents found in {', '.join(specs)}")
+    tasks = split_tasks(tasks, part_bytes=cfg.split_mb << 20)
 
     work = out_dir / WORK
     fingerprint = _fingerprint_of(sources, cfg, source_label)
@@ -169,7 +171,7 @@ def _fingerprint_of(sources: list[str], cfg: CurateConfig, source_label: str | N
 
 def _prepare_work(work: Path, fingerprint: str, tasks: list[SourceTask]) -> bool:
     """Create the work directory, or check that an existing one belongs to this very run."""
-    tasks_blob = [[t.path, t.kind, t.source, t.license, _stat(t.path)] for t in tasks]
+    tasks_blob = [[t.path, t.kind, t.source, t.license, t.start, t.end, _stat(t.path)] for t in tasks]
     run_file = work / "run.json"
     if run_file.is_file():
         previous = json.loads(run_file.read_text())
@@ -221,7 +223,7 @@ def _stage_process(
     ex: Executor, tasks: list[SourceTask], cfg: CurateConfig, work: Path, mode: Mode
 ) -> list[TaskResult]:
     jobs = [TaskJob(i, t, cfg, str(work)) for i, t in enumerate(tasks)]
-    bar = Progress("process", len(jobs), mode=mode, unit="files")
+    bar = Progress("process", len(jobs), mode=mode, unit="tasks")
     results: list[TaskResult | None] = [None] * len(jobs)
     for i, result in ex.map_unordered(run_task, jobs):
         results[i] = result
@@ -373,34 +375,53 @@ def _write_rejected_and_dedup(
 
     if not cfg.output.keep_rejected:
         return
+    _write_rolling(_rejected_tables(results, dup_rows, work), out_dir / "rejected", cfg.output)
+
+
+def _rejected_tables(
+    results: list[TaskResult], dup_rows: dict[int, list[tuple[int, str, str]]], work: Path
+) -> Iterator[pa.Table]:
+    """Every dropped document: first the filters' drops, then the duplicates, each in canonical
+    order (so the order does not depend on how input files were split into tasks)."""
     for r in results:
         tdir = task_dir(work, r.index)
-        batches: list[pa.RecordBatch | pa.Table] = []
         if (tdir / "rejected.parquet").is_file():
-            batches = pq.ParquetFile(tdir / "rejected.parquet").iter_batches(batch_size=4096)
+            for batch in pq.ParquetFile(tdir / "rejected.parquet").iter_batches(batch_size=4096):
+                yield pa.Table.from_batches([batch]).cast(REJECTED_SCHEMA)
+    for r in results:
         if r.index in dup_rows:
             rows = sorted(dup_rows[r.index])
-            t = take_rows(tdir / "docs.parquet", np.array([row for row, _, _ in rows], dtype=np.int64))
+            t = take_rows(
+                task_dir(work, r.index) / "docs.parquet",
+                np.array([row for row, _, _ in rows], dtype=np.int64),
+            )
             t = t.append_column("reason", pa.array([k for _, k, _ in rows], pa.string()))
             t = t.append_column("duplicate_of", pa.array([d for _, _, d in rows], pa.string()))
-            batches = itertools.chain(batches, [t])
-        _write_batches(batches, out_dir / "rejected" / f"task-{r.index:05d}.parquet", cfg.output.compression)
+            yield t.cast(REJECTED_SCHEMA)
 
 
-def _write_batches(batches: Iterable[pa.RecordBatch | pa.Table], path: Path, compression: str) -> None:
-    """Stream batches into one Parquet file, atomically; no file for no batches."""
-    batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        return
-    with atomic_path(path) as tmp:
-        writer = pq.ParquetWriter(
-            tmp, REJECTED_SCHEMA, compression=None if compression == "none" else compression
-        )
-        for batch in itertools.chain([first], batches):
-            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
-            writer.write_table(table.cast(REJECTED_SCHEMA))
-        writer.close()
+def _write_rolling(tables: Iterable[pa.Table], directory: Path, output: OutputConfig) -> None:
+    """Stream tables into `directory/part-NNNNN.parquet` files of `output.shard_docs` rows each, so
+    the layout depends on the documents alone, not on how the inputs were split into tasks."""
+    compression = None if output.compression == "none" else output.compression
+    for part, pieces in itertools.groupby(_cut(tables, output.shard_docs), key=lambda p: p[0]):
+        # one table per part, as for the corpus shards: row groups then do not depend on tasks
+        table = pa.concat_tables([piece for _, piece in pieces]).combine_chunks()
+        with atomic_path(directory / f"part-{part:05d}.parquet") as tmp:
+            pq.write_table(table, tmp, compression=compression)
+
+
+def _cut(tables: Iterable[pa.Table], size: int) -> Iterator[tuple[int, pa.Table]]:
+    """(part number, slice) for consecutive parts of `size` rows."""
+    part, filled = 0, 0
+    for table in tables:
+        while table.num_rows:
+            piece = table.slice(0, size - filled)
+            yield part, piece
+            filled += piece.num_rows
+            table = table.slice(piece.num_rows)
+            if filled == size:
+                part, filled = part + 1, 0
 
 
 def _write_quarantine(
@@ -458,7 +479,8 @@ def _write_manifest(
             "funnel": stats.funnel(),
             "languages": dict(sorted(by_lang.items())),
             "sources": dict(sorted(by_source.items())),
-            "input_files": len(tasks),
+            "input_files": len({t.path for t in tasks}),
+            "tasks": len(tasks),
             "quarantined": n_quarantined,
             "quarantine_reasons": {k[11:]: v for k, v in counters.items() if k.startswith("quarantine.")},
             "pii": {k[4:]: v for k, v in counters.items() if k.startswith("pii.")},

@@ -27,7 +27,8 @@ def read_task(
 
     `text_field` names the field (JSONL) or column (Parquet) holding the text."""
     try:
-        sha256 = sha256_path(task.path)  # of the raw file, as it is on disk (compressed or not)
+        # of the raw file, as it is on disk (compressed or not); splitting computed it already
+        sha256 = task.sha256 or sha256_path(task.path)
     except OSError as e:
         quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))
         return

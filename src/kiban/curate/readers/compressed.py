@@ -74,6 +74,20 @@ def iter_chunks(path: str) -> Iterator[bytes]:
         raise TruncatedInput(f"corrupt_archive: {e}") from e
 
 
+def iter_range(path: str, start: int, end: int | None) -> Iterator[bytes]:
+    """Chunks of the bytes [start, end) of an uncompressed file (a part of a split file)."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = None if end is None else end - start
+        while left is None or left > 0:
+            chunk = f.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
+            yield chunk
+
+
 def _zstd_chunks(path: str) -> Iterator[bytes]:
     import zstandard  # lazy: only .zst inputs need it
 

@@ -13,7 +13,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 
-from kiban.curate.readers.compressed import TruncatedInput, iter_chunks, read_all, strip_compression
+from kiban.curate.readers.compressed import (
+    TruncatedInput,
+    iter_chunks,
+    iter_range,
+    read_all,
+    strip_compression,
+)
 from kiban.curate.readers.quarantine import QuarantineRecord, raw_text
 from kiban.curate.readers.record import TEXT_FIELD, NotADocument, to_document
 from kiban.curate.readers.sources import SourceTask, relative_name
@@ -32,15 +38,20 @@ def read_jsonl(
     if strip_compression(task.path).endswith(".json"):
         yield from _read_json(task, quarantine, sha256, text_field=text_field)
         return
+    if task.start or task.end is not None:  # one part of a split file: plain bytes [start, end)
+        chunks = iter_range(task.path, task.start, task.end)
+    else:
+        chunks = iter_chunks(task.path)
     yield from _records_from_lines(
-        task, quarantine, sha256, _lines(iter_chunks(task.path)), text_field=text_field
+        task, quarantine, sha256, _lines(chunks, first=task.first), text_field=text_field
     )
 
 
-def _lines(chunks: Iterator[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line without its newline); on truncation re-raises with the partial line."""
+def _lines(chunks: Iterator[bytes], *, first: int = 1) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its newline), numbered from `first`; on truncation re-raises
+    with the partial line."""
     pending = b""
-    n = 0
+    n = first - 1
     try:
         for chunk in chunks:
             parts = (pending + chunk).split(b"\n")

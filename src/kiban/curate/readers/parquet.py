@@ -41,9 +41,11 @@ def read_parquet(
             )
         )
         return
-    row = 0
+    row = task.first if (task.start or task.end is not None) else 0
+    end = pf.num_row_groups if task.end is None else task.end
+    groups = list(range(task.start, end))
     try:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=groups):
             columns = {name: batch.column(i).to_pylist() for i, name in enumerate(batch.schema.names)}
             for i in range(batch.num_rows):
                 record = {name: values[i] for name, values in columns.items()}

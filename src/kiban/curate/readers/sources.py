@@ -42,6 +42,15 @@ class SourceTask:
     """SPDX-like licence id for records without their own, or `unknown`."""
     root: str
     """The path the user named; `meta["path"]` is relative to it."""
+    start: int = 0
+    """Where this task's part of a split file begins: a byte offset (JSONL) or a row group (Parquet)."""
+    end: int | None = None
+    """Where the part ends (exclusive); None reads to the end of the file."""
+    first: int = 1
+    """The number the part's first record has in the whole file: its line (JSONL, from 1) or its
+    row (Parquet, from 0), so ids and quarantine lines do not depend on how the file was split."""
+    sha256: str | None = None
+    """The whole file's sha256 when splitting already computed it (parts do not hash it again)."""
 
 
 @dataclass
