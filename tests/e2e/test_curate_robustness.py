@@ -192,8 +192,8 @@ def test_one_big_file_split_into_tasks_gives_the_same_corpus(tmp_path: Path, man
             )
             f.write("\n")
     whole, split = tmp_path / "whole", tmp_path / "split"
-    run_kiban("curate", str(src), "--out", str(whole), "--workers", "2", *LENIENT)
-    run_kiban("curate", str(src), "--out", str(split), "--workers", "2", *LENIENT, "--set", "split_mb=1")
+    run_kiban("curate", str(src), "--out", str(whole), "--workers", "2", *LENIENT, "--set", "split_mb=0")
+    run_kiban("curate", str(src), "--out", str(split), "--workers", "2", *LENIENT)
     a, b = _outputs(whole), _outputs(split)
     ma, mb = json.loads(a.pop("manifest.json")), json.loads(b.pop("manifest.json"))
     assert mb["stats"]["tasks"] > 2 and ma["stats"]["tasks"] == 1

@@ -65,8 +65,9 @@ class CurateConfig:
     """The field of JSONL records (the column of Parquet files) that holds the text
     (`content` for The Stack, `raw_content` for RedPajama)."""
     split_mb: int = 32
-    """Plain JSONL and Parquet files larger than this are read as several tasks, so one big file
-    keeps every worker busy; the corpus is the same bytes whatever the value."""
+    """Plain JSONL and Parquet files are read in parts of at most this size (smaller when the input
+    is small: about four parts per worker, 1 MiB at least), so one file keeps every worker busy;
+    the corpus is the same bytes whatever the value. 0 reads every file whole."""
     min_chars: int = 1
     """Documents shorter than this after normalization are dropped as `empty_document`."""
     normalize: bool = True
@@ -78,7 +79,7 @@ class CurateConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def __post_init__(self) -> None:
-        if self.split_mb < 1:
-            raise ValueError(f"split_mb must be ≥ 1, got {self.split_mb}")
+        if self.split_mb < 0:
+            raise ValueError(f"split_mb must be ≥ 0, got {self.split_mb}")
         if self.min_chars < 0:
             raise ValueError(f"min_chars must be ≥ 0, got {self.min_chars}")

@@ -105,7 +105,8 @@ def run(
     tasks, quarantined = _resolve(sources, cfg, source_label)
     if not tasks and not quarantined:
         raise DataError(f"no readable documents found in {', '.join(specs)}")
-    tasks = split_tasks(tasks, part_bytes=cfg.split_mb << 20)
+    if cfg.split_mb:
+        tasks = split_tasks(tasks, part_bytes=_part_bytes(tasks, cfg.split_mb, workers))
 
     work = out_dir / WORK
     fingerprint = _fingerprint_of(sources, cfg, source_label)
@@ -158,6 +159,18 @@ def _resolve(
         tasks += t
         quarantined += q
     return tasks, quarantined
+
+
+def _part_bytes(tasks: list[SourceTask], split_mb: int, workers: int) -> int:
+    """Parts of at most `split_mb`, and small enough that even one small file gives every worker
+    about four tasks (the corpus does not depend on the split, so this costs nothing)."""
+    total = 0
+    for t in tasks:
+        try:
+            total += Path(t.path).stat().st_size
+        except OSError:
+            pass
+    return max(1 << 20, min(split_mb << 20, -(-total // (4 * workers))))
 
 
 def _fingerprint_of(sources: list[str], cfg: CurateConfig, source_label: str | None) -> str:
