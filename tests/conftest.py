@@ -10,6 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Shared, loaded machines: no per-example deadline; in CI, a fixed example sequence so that a
+# landing never depends on luck (locally, examples stay random to keep finding new cases).
+settings.register_profile("kiban", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "kiban")
 
 MANPAGES_JA = Path("/usr/share/man/ja/man1")
 KIBAN = [sys.executable, "-m", "kiban.cli"]
