@@ -13,10 +13,13 @@ DEMO_DEBIAN_DOCS := manpages-ja debian-reference-ja maint-guide-ja
 
 setup: $(STAMP)
 
+# torch first and pinned: 2.13.0 is the CPU build this project's machines carry; an unpinned
+# torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[train,dev,ray]'
 	touch $(STAMP)
 
 test-data:

@@ -117,6 +117,36 @@ def curate(
 
 
 @app.command()
+def plan(
+    model: Annotated[str, typer.Option(help="A preset (tiny, xs, s, 1b, 8b, 70b) or a model YAML.")] = "xs",
+    tokens: Annotated[float, typer.Option(help="Training tokens, e.g. 2e9.")] = 1e9,
+    gpus: Annotated[int, typer.Option(help="Devices (GPUs, or CPU processes).")] = 1,
+    gpu: Annotated[str, typer.Option(help="h100, h200, a100 or cpu.")] = "h100",
+    mfu: Annotated[float, typer.Option(help="Model FLOPs utilization assumed for the wall clock.")] = 0.4,
+    seq_len: Annotated[int | None, typer.Option(help="Sequence length (default: the model's).")] = None,
+    micro_batch: Annotated[int, typer.Option(help="Sequences per device per step.")] = 1,
+    recompute: Annotated[bool, typer.Option(help="Full activation recomputation.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Plan a training run's footprint: parameters, FLOPs, memory per device under DDP and FSDP,
+    Chinchilla-optimal tokens and wall-clock time. Never imports torch."""
+    from kiban.train.plan import format_plan, load_model_config
+    from kiban.train.plan import plan as make_plan
+
+    p = make_plan(
+        load_model_config(model),
+        tokens=int(tokens),
+        gpus=gpus,
+        device=gpu,
+        mfu=mfu,
+        seq_len=seq_len,
+        micro_batch=micro_batch,
+        recompute=recompute,
+    )
+    typer.echo(json.dumps(p.to_dict(), indent=2) if json_out else format_plan(p))
+
+
+@app.command()
 def lineage(
     directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the lineage tree as JSON.")] = False,
