@@ -14,6 +14,32 @@ from kiban.errors import ConfigError
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """Llama 3.1's RoPE frequency scaling (`rope_scaling: {rope_type: llama3, ...}` in `config.json`).
+
+    Needed to import Llama 3.1+ checkpoints (and models continued from them) unchanged.
+    """
+
+    factor: float = 8.0
+    """Divisor of the low RoPE frequencies (`factor`)."""
+    low_freq_factor: float = 1.0
+    """Wavelengths above original_max_seq_len / low_freq_factor are divided by `factor`."""
+    high_freq_factor: float = 4.0
+    """Wavelengths below original_max_seq_len / high_freq_factor are kept; between, interpolated."""
+    original_max_seq_len: int = 8192
+    """Context the model was pre-trained with (`original_max_position_embeddings`)."""
+
+    def __post_init__(self) -> None:
+        if self.factor < 1:
+            raise ConfigError(f"model.rope_scaling.factor must be ≥ 1, got {self.factor}")
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise ConfigError(
+                f"model.rope_scaling.high_freq_factor ({self.high_freq_factor}) must be > "
+                f"model.rope_scaling.low_freq_factor ({self.low_freq_factor})"
+            )
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The shape of a Llama-family decoder (the fields of Hugging Face's `LlamaConfig`)."""
 
@@ -37,6 +63,8 @@ class ModelConfig:
     """RMSNorm epsilon (`rms_norm_eps`)."""
     tie_embeddings: bool = True
     """Share the input embedding and the output projection (`tie_word_embeddings`)."""
+    rope_scaling: RopeScaling | None = None
+    """Llama 3.1-style RoPE scaling (`rope_scaling`); None for plain RoPE, as kiban's presets use."""
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden", "max_seq_len"):
