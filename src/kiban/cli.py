@@ -116,6 +116,91 @@ def curate(
             )
 
 
+tokenizer_app = typer.Typer(help="Train a tokenizer.", no_args_is_help=True)
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+@tokenizer_app.command("train")
+def tokenizer_train(
+    corpus: Annotated[Path, typer.Argument(help="A corpus directory written by `kiban curate`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Tokenizer directory to write.")] = Path(
+        "out/tokenizer"
+    ),
+    vocab_size: Annotated[
+        int, typer.Option(help="Number of ids, special and byte tokens included.")
+    ] = 32_000,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="tokenizer.yaml")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: min_frequency=3")
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished tokenizer in --out.")] = False,
+) -> None:
+    """Train a SentencePiece-style BPE tokenizer with byte fallback (never an unknown token) and
+    save it as a Hugging Face fast tokenizer; the manifest records characters per token."""
+    from kiban.config import load_config
+    from kiban.progress import default_mode
+    from kiban.tokenizer import TokenizerConfig, train_tokenizer
+
+    cfg = load_config(TokenizerConfig, config, [f"vocab_size={vocab_size}", *(set_ or [])])
+    manifest = train_tokenizer(corpus, out, cfg, progress=default_mode(json_lines), overwrite=overwrite)
+    _summary(
+        json_lines,
+        {"event": "done", "out_dir": str(out), "stats": manifest["stats"]},
+        f"tokenizer: {out}/  (tokenizer.json, tokenizer_config.json, manifest.json)",
+    )
+
+
+@app.command()
+def tokenize(
+    corpus: Annotated[Path, typer.Argument(help="A corpus directory written by `kiban curate`.")],
+    tokenizer: Annotated[Path, typer.Option("--tokenizer", "-t", help="A tokenizer directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Token shard directory to write.")] = Path(
+        "out/tokens"
+    ),
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="tokenize.yaml")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: shard_docs=50000")
+    ] = None,
+    executor: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int, typer.Option(help="Parallel workers.")] = os.cpu_count() or 1,
+    json_lines: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace finished shards in --out.")] = False,
+) -> None:
+    """Encode a corpus into token shards (uint16 when the vocabulary fits, else uint32; EOS after
+    every document; a document index); deterministic, parallel, resumable."""
+    from kiban.config import load_config
+    from kiban.progress import default_mode
+    from kiban.tokenizer import TokenizeConfig, tokenize_corpus
+
+    cfg = load_config(TokenizeConfig, config, list(set_ or []))
+    manifest = tokenize_corpus(
+        corpus,
+        tokenizer,
+        out,
+        cfg,
+        executor=executor,
+        workers=workers,
+        progress=default_mode(json_lines),
+        overwrite=overwrite,
+    )
+    st = manifest["stats"]
+    _summary(
+        json_lines,
+        {"event": "done", "out_dir": str(out), "stats": st},
+        f"tokens: {st.get('n_tokens', 0):,} in {len(st.get('shards', []))} shard(s) → {out}/",
+    )
+
+
+def _summary(json_lines: bool, event: dict, line: str) -> None:
+    if json_lines:
+        from kiban.progress import emit
+
+        emit(event)
+    else:
+        typer.echo(line)
+
+
 @app.command()
 def plan(
     model: Annotated[str, typer.Option(help="A preset (tiny, xs, s, 1b, 8b, 70b) or a model YAML.")] = "xs",

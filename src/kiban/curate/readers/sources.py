@@ -83,7 +83,10 @@ def resolve_sources(
         elif os.path.exists(spec) or os.path.islink(spec):
             resolver.add_file(os.path.abspath(spec))
         else:
-            raise DataError(f"{spec}: no such file or directory (a source to curate)")
+            hint = ""
+            if "/" not in spec and debian.is_installed(spec):
+                hint = f"; to read the Debian package, write debian:{spec} or --debian-docs {spec} (once per package)"
+            raise DataError(f"{spec}: no such file or directory (a source to curate){hint}")
     return resolver.tasks, resolver.quarantined
 
 
