@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The kiban demo: one stage per step, each writing an artifact directory under out/demo/.
 # Usage: scripts/demo.sh [DEBIAN_DOC_PACKAGE...]      (DOCS=/path/to/folder to curate your own documents)
+# KIBAN_DEMO_STEPS=1 stops after curation; KIBAN_DEMO_TRAIN_STEPS=N shortens training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KIBAN=.venv/bin/kiban
 OUT="${KIBAN_DEMO_OUT:-out/demo}"
+LAST_STEP="${KIBAN_DEMO_STEPS:-5}"
 mkdir -p "$OUT"
 
-echo "== step 1/1: curate real Japanese text into a corpus with provenance =="
+echo "== step 1/5: curate real Japanese text into a corpus with provenance =="
 sources=()
 if [ -n "${DOCS:-}" ]; then
     sources+=("$DOCS")
@@ -27,8 +29,41 @@ if [ ${#sources[@]} -eq 0 ]; then
     echo "    .venv/bin/kiban curate /path/to/documents --out $OUT/corpus --license CC-BY-4.0" >&2
     exit 2
 fi
-"$KIBAN" curate "${sources[@]}" --out "$OUT/corpus" --overwrite
+"$KIBAN" curate "${sources[@]}" --out "$OUT/corpus" --config examples/curate-technical-docs.yaml --overwrite
 "$KIBAN" lineage "$OUT/corpus" > /dev/null && echo "lineage verified: $OUT/corpus/manifest.json"
+echo "the funnel and the licence table: $OUT/corpus/datacard.md"
+[ "$LAST_STEP" -le 1 ] && exit 0
+
 echo
-echo "Done. Open $OUT/corpus/datacard.md for the funnel and the licence table;"
-echo "the documents are in $OUT/corpus/part-*.parquet, the rejected ones (with their rule) in $OUT/corpus/rejected/."
+echo "== step 2/5: train a Japanese tokenizer (BPE with byte fallback) =="
+"$KIBAN" tokenizer train "$OUT/corpus" --out "$OUT/tokenizer" --vocab-size 8000 --overwrite
+
+echo
+echo "== step 3/5: encode the corpus into token shards =="
+"$KIBAN" tokenize "$OUT/corpus" --tokenizer "$OUT/tokenizer" --out "$OUT/tokens" --overwrite
+
+echo
+echo "== step 4/5: plan the footprint, then train the xs model on this CPU =="
+steps="${KIBAN_DEMO_TRAIN_STEPS:-200}"
+warmup=$(( steps / 10 < 20 ? steps / 10 : 20 ))
+vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['vocab_size'])" "$OUT/tokens/manifest.json")
+"$KIBAN" plan --model xs --vocab-size "$vocab" --tokens $((steps * 8 * 2 * 256)) --gpus 1 --gpu cpu \
+    --micro-batch 8 --seq-len 256 | sed -n '1,14p'
+rm -rf "$OUT/model"
+"$KIBAN" train examples/train-xs.yaml --set data.shards="$OUT/tokens" --set out_dir="$OUT/model" \
+    --set batch.max_steps="$steps" --set schedule.warmup_steps="$warmup" --set threads="$(nproc)"
+
+echo
+echo "== step 5/5: held-out loss against the unigram baseline, and a few continuations =="
+.venv/bin/python - "$OUT/model/manifest.json" <<'PY'
+import json, math, sys
+st = json.load(open(sys.argv[1]))["stats"]
+model, unigram = st["eval_loss"], st["unigram_eval_loss"]
+print(f"held-out loss: model {model:.3f} nats/token (perplexity {math.exp(model):,.0f}), "
+      f"unigram baseline {unigram:.3f} (perplexity {math.exp(unigram):,.0f}): "
+      f"{unigram - model:+.3f} nats better")
+PY
+"$KIBAN" generate "$OUT/model" -p "このコマンドは" -p "ファイルを" -p "Debian では" --max-new-tokens 40 --one-line
+echo
+echo "Done. Corpus: $OUT/corpus/datacard.md; tokenizer: $OUT/tokenizer/; model (Hugging Face layout,"
+echo "with its lineage in manifest.json): $OUT/model/; loss curve: $OUT/model/loss.png"

@@ -4,6 +4,7 @@ stage's function; each stage is imported inside its command, so `kiban --help` a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -202,8 +203,73 @@ def _summary(json_lines: bool, event: dict, line: str) -> None:
 
 
 @app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="train.yaml (see examples/train-*.yaml).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: optim.lr=3e-4")
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines.")] = False,
+) -> None:
+    """Pre-train a Llama-family model on token shards (one process, or under torchrun with DDP or
+    FSDP2); writes a Hugging Face checkpoint with its lineage, metrics.jsonl and a loss curve. A
+    killed run resumes from its last checkpoint when started again."""
+    from kiban.progress import default_mode
+    from kiban.train.config import load_train_config
+    from kiban.train.loop import run as run_train
+
+    cfg = load_train_config(config, list(set_ or []))
+    result = run_train(cfg, progress=default_mode(json_lines))
+    _summary(json_lines, {"event": "done", **result}, f"checkpoint: {cfg.out_dir}/  {_brief(result)}")
+
+
+def _brief(result: dict) -> str:
+    keys = ("steps", "tokens_seen", "train_loss", "eval_loss")
+    return "  ".join(
+        f"{k}={result[k]:.4g}" if isinstance(result.get(k), float) else f"{k}={result[k]}"
+        for k in keys
+        if k in result
+    )
+
+
+@app.command()
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (kiban or Hugging Face Llama).")],
+    prompt: Annotated[list[str], typer.Option("--prompt", "-p", help="Prompt text (repeatable).")],
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to sample after each prompt.")] = 60,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens.")] = 50,
+    seed: Annotated[int, typer.Option(help="Same seed, same text.")] = 0,
+    one_line: Annotated[bool, typer.Option(help="Show line breaks as ⏎.")] = False,
+) -> None:
+    """Sample continuations of prompts from a checkpoint (for a quick look; `kiban serve` is the
+    server)."""
+    import torch
+    from tokenizers import Tokenizer
+
+    from kiban.errors import ConfigError
+    from kiban.model.generate import generate as sample
+    from kiban.model.hf import load_hf
+
+    tok_file = checkpoint / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ConfigError(f"{tok_file}: the checkpoint has no tokenizer.json to encode the prompt with")
+    tok = Tokenizer.from_file(str(tok_file))
+    model = load_hf(checkpoint)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    for text in prompt:
+        ids = tok.encode(text, add_special_tokens=False).ids
+        if bos is not None:
+            ids = [bos, *ids]
+        new = sample(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed, eos_id=eos)
+        out = tok.decode(new, skip_special_tokens=True)
+        typer.echo(f"{text}▶{out.replace(chr(10), '⏎') if one_line else out}")
+
+
+@app.command()
 def plan(
     model: Annotated[str, typer.Option(help="A preset (tiny, xs, s, 1b, 8b, 70b) or a model YAML.")] = "xs",
+    vocab_size: Annotated[int | None, typer.Option(help="Replace the model's vocabulary size.")] = None,
     tokens: Annotated[float, typer.Option(help="Training tokens, e.g. 2e9.")] = 1e9,
     gpus: Annotated[int, typer.Option(help="Devices (GPUs, or CPU processes).")] = 1,
     gpu: Annotated[str, typer.Option(help="h100, h200, a100 or cpu.")] = "h100",
@@ -218,8 +284,11 @@ def plan(
     from kiban.train.plan import format_plan, load_model_config
     from kiban.train.plan import plan as make_plan
 
+    shape = load_model_config(model)
+    if vocab_size is not None:
+        shape = dataclasses.replace(shape, vocab_size=vocab_size)
     p = make_plan(
-        load_model_config(model),
+        shape,
         tokens=int(tokens),
         gpus=gpus,
         device=gpu,

@@ -46,8 +46,8 @@ def test_readme_commands_run_in_order(tmp_path: Path, manpages_ja: list[Path]) -
     assert again["inputs"][0]["path"].endswith("part-00000.parquet")
 
 
-@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("*.yaml")))
-def test_every_example_config_runs(tmp_path: Path, ja_tree: Path, example: str) -> None:
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("curate*.yaml")))
+def test_every_curate_example_config_runs(tmp_path: Path, ja_tree: Path, example: str) -> None:
     out = tmp_path / "out"
     proc = subprocess.run(
         [
@@ -73,7 +73,7 @@ def test_every_example_config_runs(tmp_path: Path, ja_tree: Path, example: str) 
 def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     kiban = ROOT / ".venv" / "bin" / "kiban"
     assert kiban.exists(), "the demo runs .venv/bin/kiban: create it with `make setup`"
-    env = {**os.environ, "KIBAN_DEMO_OUT": str(tmp_path / "demo")}
+    env = {**os.environ, "KIBAN_DEMO_OUT": str(tmp_path / "demo"), "KIBAN_DEMO_TRAIN_STEPS": "2"}
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "demo.sh"), "manpages-ja"],
         cwd=ROOT,
@@ -86,3 +86,6 @@ def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     assert "lineage verified" in proc.stdout
     card = (tmp_path / "demo" / "corpus" / "datacard.md").read_text()
     assert "LicenseRef-debian-manpages-ja" in card
+    assert "unigram baseline" in proc.stdout and "このコマンドは▶" in proc.stdout
+    model = json.loads((tmp_path / "demo" / "model" / "manifest.json").read_text())
+    assert model["kind"] == "checkpoint" and "LicenseRef-debian-manpages-ja" in model["licenses"]

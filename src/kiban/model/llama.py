@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiban.model.config import ModelConfig, RopeScaling
+from kiban.model.loss import linear_cross_entropy
 
 IGNORE_INDEX = -100
 """Targets equal to this are left out of the loss (PyTorch's and Hugging Face's convention)."""
@@ -208,11 +209,13 @@ class Llama(nn.Module):
         self.rope_cos, self.rope_sin = rope_cos_sin(self.cfg, device)
 
     def forward(
-        self, tokens: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *, return_logits: bool = True
+    ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
         """tokens (B, T) -> logits (B, T, V); with targets (B, T), (logits, mean cross-entropy loss).
 
-        Targets equal to -100 are left out of the mean; the loss is computed in float32.
+        Targets equal to -100 are left out of the mean; the loss is computed in float32. With
+        `return_logits=False` (training) the logits are never materialised: the output projection
+        and the loss run chunk by chunk (`kiban.model.loss`), and (None, loss) comes back.
         """
         B, T = tokens.shape
         if T > self.cfg.max_seq_len:
@@ -225,6 +228,9 @@ class Llama(nn.Module):
         for block in self.layers:
             x = block(x, cos, sin)  # (B, T, C)
         x = self.norm(x)  # (B, T, C)
+        if targets is not None and not return_logits:
+            loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))
+            return None, loss
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
             return logits

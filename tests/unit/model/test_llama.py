@@ -103,3 +103,29 @@ def test_meta_device_build_then_to_empty_and_init() -> None:
 def test_package_import_does_not_import_torch() -> None:
     code = "import sys, kiban.model; kiban.model.preset('tiny'); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_training_loss_without_logits_matches_the_plain_one() -> None:
+    # the chunked, fused output projection + cross-entropy gives the same loss and gradients
+    import torch
+
+    from kiban.model.config import preset
+    from kiban.model.llama import Llama
+
+    for tied in (True, False):
+        torch.manual_seed(0)
+        m = Llama(preset("tiny", tie_embeddings=tied))
+        x, y = torch.randint(0, 512, (3, 40)), torch.randint(0, 512, (3, 40))
+        y[0, :5] = -100
+        _, plain = m(x, y)
+        plain.backward()
+        g_plain = {n: p.grad.clone() for n, p in m.named_parameters()}
+        m.zero_grad()
+        logits, fused = m(x, y, return_logits=False)
+        fused.backward()
+        assert logits is None
+        assert torch.allclose(plain, fused, atol=1e-6)
+        for n, p in m.named_parameters():
+            assert torch.allclose(g_plain[n], p.grad, atol=1e-6), n
+        with torch.no_grad():
+            assert torch.allclose(m(x, y, return_logits=False)[1], plain, atol=1e-6)
