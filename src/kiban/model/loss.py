@@ -46,12 +46,16 @@ def _forward(
     for s in range(0, h.shape[0], chunk):
         hc, tc, vc = h[s : s + chunk], targets[s : s + chunk], valid[s : s + chunk]
         logits = (hc @ weight.T).float()  # (n, V)
-        lse = torch.logsumexp(logits, dim=-1)  # (n,)
         safe = tc.clamp(min=0)
         picked = logits.gather(1, safe[:, None]).squeeze(1)  # (n,)
+        # one exp over the chunk serves both the log-sum-exp and the softmax, in place
+        top = logits.amax(dim=-1)  # (n,)
+        expd = logits.sub_(top[:, None]).exp_()  # (n, V) unnormalised softmax
+        total = expd.sum(dim=-1)  # (n,)
+        lse = top + total.log()  # (n,)
         loss_sum += ((lse - picked) * vc).sum()
         if grads:
-            probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits  # (n, V)
+            probs = expd.div_(total[:, None])  # softmax  # (n, V)
             probs[torch.arange(len(tc), device=h.device), safe] -= 1.0
             probs *= (vc.float() * scale)[:, None]  # d(mean loss)/d(logits)
             grad_h[s : s + chunk] = (probs.to(hc.dtype) @ weight.to(hc.dtype)).to(h.dtype)
