@@ -44,7 +44,7 @@ echo "== step 3/5: encode the corpus into token shards =="
 
 echo
 echo "== step 4/5: plan the footprint, then train the xs model on this CPU =="
-steps="${KIBAN_DEMO_TRAIN_STEPS:-200}"
+steps="${KIBAN_DEMO_TRAIN_STEPS:-320}"
 warmup=$(( steps / 10 < 20 ? steps / 10 : 20 ))
 vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['vocab_size'])" "$OUT/tokens/manifest.json")
 "$KIBAN" plan --model xs --vocab-size "$vocab" --tokens $((steps * 8 * 2 * 256)) --gpus 1 --gpu cpu \
