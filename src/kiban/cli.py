@@ -300,6 +300,79 @@ def plan(
     typer.echo(json.dumps(p.to_dict(), indent=2) if json_out else format_plan(p))
 
 
+keys_app = typer.Typer(help="API keys of `kiban serve`: create, list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+_STATE = typer.Option("--state", help="The server's state directory (kiban.db, audit.jsonl).")
+
+
+def _duration_s(text: str | None) -> int | None:
+    """`30d`, `12h`, `15m`, `90s` or plain seconds."""
+    from kiban.errors import ConfigError
+
+    if text is None:
+        return None
+    units = {"d": 86_400, "h": 3_600, "m": 60, "s": 1}
+    try:
+        if text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except (ValueError, IndexError):
+        raise ConfigError(f"--expires {text!r}: expected a duration such as 30d, 12h or 3600") from None
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for.")],
+    scopes: Annotated[str, typer.Option(help="Comma-separated: chat, completions, models, tokenize, admin.")],
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated models the key may use (default: all).")
+    ] = None,
+    expires: Annotated[str | None, typer.Option(help="Lifetime: 30d, 12h, 15m, or seconds.")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute.")] = None,
+    state: Annotated[Path, _STATE] = Path("out/serve"),
+) -> None:
+    """Create a key; its secret is printed once and stored only as a salted hash."""
+    from kiban.serve.keys import KeyStore
+
+    record, secret = KeyStore(state).create(
+        name,
+        [s.strip() for s in scopes.split(",") if s.strip()],
+        [m.strip() for m in models.split(",") if m.strip()] if models else None,
+        _duration_s(expires),
+        rpm,
+        tpm,
+    )
+    typer.echo(f"key id {record.key_id} ({record.name}; scopes {', '.join(record.scopes)})", err=True)
+    typer.echo("the secret is shown once; store it now:", err=True)
+    typer.echo(secret)
+
+
+@keys_app.command("list")
+def keys_list(state: Annotated[Path, _STATE] = Path("out/serve")) -> None:
+    """List keys (never their secrets)."""
+    from kiban.serve.keys import KeyStore
+
+    for r in KeyStore(state).list():
+        status = "revoked" if r.revoked_at else "active"
+        typer.echo(
+            f"{r.key_id}  {r.name}  {','.join(r.scopes)}  models={','.join(r.models) if r.models else '*'}  "
+            f"rpm={r.rpm or '-'} tpm={r.tpm or '-'}  {status}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (the part after `kb-`).")],
+    state: Annotated[Path, _STATE] = Path("out/serve"),
+) -> None:
+    """Revoke a key: it is refused from the next request on."""
+    from kiban.serve.keys import KeyStore
+
+    r = KeyStore(state).revoke(key_id)
+    typer.echo(f"revoked {r.key_id} ({r.name})")
+
+
 @app.command()
 def lineage(
     directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
