@@ -373,6 +373,48 @@ def keys_revoke(
     typer.echo(f"revoked {r.key_id} ({r.name})")
 
 
+audit_app = typer.Typer(help="The tamper-evident audit log of `kiban serve`.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    state: Annotated[Path, _STATE] = Path("out/serve"),
+    public_key: Annotated[
+        Path | None,
+        typer.Option(help="Ed25519 public key of the checkpoints (default: STATE/audit_ed25519.pub.pem)."),
+    ] = None,
+    expected_last_seq: Annotated[
+        int | None,
+        typer.Option(
+            help="The last seq you know was written (catches a cut tail even if audit.head was rolled back)."
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain, the HMACs and the signed checkpoints of STATE/audit.jsonl; exit 1 and
+    name every flipped, deleted, inserted, reordered or truncated record."""
+    from kiban.errors import ConfigError
+    from kiban.serve.audit import load_public_key, verify
+
+    key_file = state / "audit.key"
+    if not key_file.is_file():
+        raise ConfigError(f"{key_file}: no audit key (is {state} the state directory of `kiban serve`?)")
+    report = verify(
+        state,
+        hmac_key=key_file.read_bytes(),
+        public_key=load_public_key(public_key or state / "audit_ed25519.pub.pem"),
+        expected_last_seq=expected_last_seq,
+    )
+    for p in report.problems:
+        typer.echo(f"line {p.line}: {p.kind}: {p.detail}", err=True)
+    if not report.ok:
+        typer.echo(
+            f"audit log NOT intact: {len(report.problems)} problem(s) in {report.records} lines", err=True
+        )
+        raise typer.Exit(1)
+    typer.echo(f"audit log intact: {report.records} lines, {report.checkpoints} signed checkpoint(s)")
+
+
 @app.command()
 def lineage(
     directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
