@@ -281,7 +281,8 @@ def plan(
 ) -> None:
     """Plan a training run's footprint: parameters, FLOPs, memory per device under DDP and FSDP,
     Chinchilla-optimal tokens and wall-clock time. Never imports torch."""
-    from kiban.train.plan import format_plan, load_model_config
+    from kiban.model.config import load_model_config
+    from kiban.train.plan import format_plan
     from kiban.train.plan import plan as make_plan
 
     shape = load_model_config(model)

@@ -257,14 +257,10 @@ def _stage_dedup(n_tasks: int, cfg: CurateConfig, work: Path, mode: Mode) -> Ded
 
     def fetch_texts(indices: np.ndarray) -> list[str]:
         """Texts of global document indices (sorted), read back from the tasks' docs.parquet."""
-        task_of = np.searchsorted(offsets, indices, side="right") - 1
         texts: list[str] = []
-        for t in np.unique(task_of):
-            rows = indices[task_of == t] - offsets[t]
+        for t, rows in by_task(offsets, indices):
             texts += (
-                take_rows(task_dir(work, int(t)) / "docs.parquet", rows, columns=["text"])
-                .column(0)
-                .to_pylist()
+                take_rows(task_dir(work, t) / "docs.parquet", rows, columns=["text"]).column(0).to_pylist()
             )
         return texts
 
@@ -315,6 +311,13 @@ def write_shard(job: ShardJob) -> int:
     return table.num_rows
 
 
+def by_task(offsets: np.ndarray, indices: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Global document indices (sorted) grouped by task: (task, rows within the task's docs)."""
+    task_of = np.searchsorted(offsets, indices, side="right") - 1
+    for t in np.unique(task_of):
+        yield int(t), indices[task_of == t] - offsets[t]
+
+
 def take_rows(path: str | Path, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
     """Rows `rows` (sorted) of a Parquet file, reading only the row groups that hold them."""
     pf = pq.ParquetFile(path)
@@ -357,10 +360,8 @@ def _write_rejected_and_dedup(
         # only the ids of documents named in a pair are read: memory grows with duplicates, not corpus
         ids: dict[int, str] = {}
         chars: dict[int, int] = {}
-        task_of = np.searchsorted(offsets, wanted, side="right") - 1
-        for t in np.unique(task_of):
-            local = wanted[task_of == t] - offsets[t]
-            table = take_rows(task_dir(work, int(t)) / "docs.parquet", local, columns=["id", "text"])
+        for t, local in by_task(offsets, wanted):
+            table = take_rows(task_dir(work, t) / "docs.parquet", local, columns=["id", "text"])
             glob = (local + offsets[t]).tolist()
             ids.update(zip(glob, table.column("id").to_pylist(), strict=True))
             chars.update(zip(glob, pc.utf8_length(table.column("text")).to_pylist(), strict=True))

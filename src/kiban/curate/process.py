@@ -23,6 +23,7 @@ from kiban.curate.dedup import MinHasher, exact_key
 from kiban.curate.filters import c4_reason, gopher_reason, llmjp_reason, swallow_reason
 from kiban.curate.language import language_reason
 from kiban.curate.readers import QuarantineRecord, SourceTask, read_task
+from kiban.curate.readers.quarantine import raw_text
 from kiban.curate.shards import REJECTED_SCHEMA, SCHEMA, docs_table, rejected_table
 from kiban.curate.stats import Stats
 from kiban.records import Document
@@ -86,7 +87,7 @@ def run_task(job: TaskJob) -> TaskResult:
             except Exception as e:  # noqa: BLE001 - one pathological document must not sink its file
                 line = doc.meta.get("line")
                 reason = f"processing_error: {type(e).__name__}: {e}"
-                quarantine(QuarantineRecord(job.task.path, line, reason, raw_text_of(doc.text)))
+                quarantine(QuarantineRecord(job.task.path, line, reason, raw_text(doc.text)))
     outputs.close()
     (tmp / "stats.json").write_text(json.dumps(stats.to_dict(), sort_keys=True))
     if out.exists():  # a crashed earlier attempt cannot leave `out` without stats.json, but be safe
@@ -200,10 +201,6 @@ def _read_guarded(
         quarantine(
             QuarantineRecord(task.path, None, f"reader_error: {type(e).__name__}: {e} (after {n} documents)")
         )
-
-
-def raw_text_of(text: str, limit: int = 1 << 20) -> str:
-    return text[:limit]
 
 
 def normalized(docs: Iterable[Document], cfg: CurateConfig, stats: Stats) -> Iterator[Document]:

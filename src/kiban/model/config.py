@@ -8,8 +8,12 @@ Torch-free: the planner (`kiban plan`) and the CLI read shapes without importing
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+from kiban.config import from_dict, read_yaml
 from kiban.errors import ConfigError
 
 
@@ -155,3 +159,25 @@ def preset(name: str, **overrides: object) -> ModelConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
     return replace(PRESETS[name], **overrides)
+
+
+def load_model_config(preset_or_path: str) -> ModelConfig:
+    """A preset name (`8b`), or a YAML file: `preset: xs` plus field overrides, or the fields themselves.
+
+    Fields a file leaves out take the preset's values (or ModelConfig's defaults without a preset).
+    """
+    if preset_or_path in PRESETS:
+        return preset(preset_or_path)
+    path = Path(preset_or_path)
+    if not path.suffix and not path.exists():
+        raise ConfigError(
+            f"unknown model preset {preset_or_path!r} (known: {', '.join(PRESETS)}) and no such file"
+        )
+    data = read_yaml(path)
+    base: dict[str, Any] = {}
+    if "preset" in data:
+        name = data.pop("preset")
+        if not isinstance(name, str):
+            raise ConfigError(f"{path}: field 'preset' must be a preset name, got {name!r}")
+        base = dataclasses.asdict(preset(name))
+    return from_dict(ModelConfig, {**base, **data}, where=str(path))

@@ -30,7 +30,7 @@ from torch import nn
 
 from kiban.config import from_dict
 from kiban.errors import ConfigError, KibanError
-from kiban.model.config import ModelConfig
+from kiban.model.config import ModelConfig, load_model_config
 from kiban.progress import Mode, Progress
 from kiban.tokenizer.shards import TokenShards
 from kiban.train import checkpoint as ckpt
@@ -48,7 +48,7 @@ from kiban.train.parallelize import (
     parallelize,
     resolve_mode,
 )
-from kiban.train.plan import check_fits, flops_per_token, load_model_config
+from kiban.train.plan import check_fits, flops_per_token
 from kiban.train.schedule import lr_at
 
 

@@ -18,12 +18,10 @@ import functools
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-from kiban.config import from_dict, read_yaml
 from kiban.errors import ConfigError
-from kiban.model.config import PRESETS, ModelConfig, preset
+from kiban.model.config import PRESETS, ModelConfig, load_model_config, preset  # noqa: F401 - re-exported
 
 GIB = 2**30
 CHINCHILLA_TOKENS_PER_PARAM = 20
@@ -385,28 +383,6 @@ def check_fits(
         f"({terms} GiB), limit {m.limit / GIB:.2f} GiB ({get_device(device).memory_gib} GiB less "
         f"{HEADROOM:.0%} headroom); {advice}"
     )
-
-
-def load_model_config(preset_or_path: str) -> ModelConfig:
-    """A preset name (`8b`), or a YAML file: `preset: xs` plus field overrides, or the fields themselves.
-
-    Fields a file leaves out take the preset's values (or ModelConfig's defaults without a preset).
-    """
-    if preset_or_path in PRESETS:
-        return preset(preset_or_path)
-    path = Path(preset_or_path)
-    if not path.suffix and not path.exists():
-        raise ConfigError(
-            f"unknown model preset {preset_or_path!r} (known: {', '.join(PRESETS)}) and no such file"
-        )
-    data = read_yaml(path)
-    base: dict[str, Any] = {}
-    if "preset" in data:
-        name = data.pop("preset")
-        if not isinstance(name, str):
-            raise ConfigError(f"{path}: field 'preset' must be a preset name, got {name!r}")
-        base = dataclasses.asdict(preset(name))
-    return from_dict(ModelConfig, {**base, **data}, where=str(path))
 
 
 def _num(x: float) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from kiban.curate.readers.compressed import sha256_path
+from kiban.artifacts import sha256_file
 from kiban.curate.readers.quarantine import QuarantineRecord
 from kiban.curate.readers.sources import SourceDefaults, SourceTask, resolve_sources
 from kiban.records import Document
@@ -28,7 +28,7 @@ def read_task(
     `text_field` names the field (JSONL) or column (Parquet) holding the text."""
     try:
         # of the raw file, as it is on disk (compressed or not); splitting computed it already
-        sha256 = task.sha256 or sha256_path(task.path)
+        sha256 = task.sha256 or sha256_file(task.path)
     except OSError as e:
         quarantine(QuarantineRecord(task.path, None, f"unreadable_file: {e.strerror or e}"))
         return

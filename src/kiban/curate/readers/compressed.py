@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import lzma
 import zlib
 from collections.abc import Iterator
@@ -44,15 +43,6 @@ def strip_compression(name: str) -> str:
     """
     suffix = compression_of(name)
     return name[: -len(suffix)] if suffix else name
-
-
-def sha256_path(path: str) -> str:
-    """sha256 of the raw (still compressed) file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def iter_chunks(path: str) -> Iterator[bytes]:

@@ -127,10 +127,7 @@ def _read_json(
     """A `.json` file: a JSON array of records, one object, or (most often) JSON Lines after all."""
     try:
         data = read_all(task.path, max_bytes=MAX_JSON_FILE_BYTES)
-    except TruncatedInput as e:
-        quarantine(QuarantineRecord(task.path, None, str(e)))
-        return
-    except ValueError as e:
+    except (TruncatedInput, ValueError) as e:  # cut archive, or larger than MAX_JSON_FILE_BYTES
         quarantine(QuarantineRecord(task.path, None, str(e)))
         return
     try:
