@@ -72,3 +72,41 @@ def run_kiban(
     if check and proc.returncode != 0:
         raise AssertionError(f"kiban {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny servable model: real tokenizer (BPE + byte fallback), real random-weight Llama on disk
+
+TINY_TOKENS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"(){}[]<>-_/=+*#")
+TINY_TOKENS += list("あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん")
+TINY_TOKENS += list("日本語文書。、「」") + ["▁", "▁the", "です", "ます", "\n"]
+"""What the tiny tokenizer learned; anything else (most kanji, emoji) goes through byte fallback."""
+
+
+def build_tiny_model(directory: Path, *, seed: int = 0, max_seq_len: int = 256) -> Path:
+    """A Hugging Face-layout checkpoint (config.json, model.safetensors, tokenizer files) of a
+    2-layer Llama with seeded random weights and a ~400-token byte-fallback BPE tokenizer."""
+    import torch
+
+    from kiban.model.config import preset
+    from kiban.model.hf import save_hf
+    from kiban.model.llama import Llama
+    from kiban.tokenizer import llama_style as ls
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = ls.build_tokenizer(TINY_TOKENS, [])
+    ls.save_hf(tok, directory, chat_template=ls.DEFAULT_CHAT_TEMPLATE, model_max_length=max_seq_len)
+    cfg = preset("tiny")
+    cfg = type(cfg)(**{**cfg.__dict__, "max_seq_len": max_seq_len})
+    torch.manual_seed(seed)
+    model = Llama(cfg)
+    with torch.no_grad():  # sharper logits than the 0.02 init, so sampling is not uniform noise
+        model.lm_head.weight.mul_(20)
+    save_hf(model, directory, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the serve tests; treat as read-only (copy it before changing files)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
