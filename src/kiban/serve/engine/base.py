@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Constraint(Protocol):
@@ -30,7 +33,7 @@ class Constraint(Protocol):
     and wants no more tokens (the engine then stops with finish_reason "stop").
     """
 
-    def allowed(self) -> list[bool] | None:  # or a bool tensor of shape (vocab,); None = no limit
+    def allowed(self) -> torch.Tensor | None:  # bool, shape (vocab_size of the model,); None = no limit
         ...
 
     def advance(self, token_id: int) -> None: ...
