@@ -4,7 +4,9 @@
       checkpoints/step-000100/      one per `checkpoint_every` steps (the newest `keep_checkpoints`)
         config.json model.safetensors generation_config.json    (save_hf: fp32 weights)
         tokenizer.json tokenizer_config.json ...                 (copied from the shards' tokenizer)
-        manifest.json                                             kind "checkpoint": config, inputs, licences, stats
+        manifest.json                                             kind "checkpoint": config, inputs, licences,
+                                                                  stats, and `files`: {path: sha256} of the
+                                                                  files above (what `kiban serve` verifies)
         training_state/state.json    step, tokens seen, world size, global batch, metrics so far
         training_state/optimizer.pt  AdamW state, full (gathered) and keyed by parameter name
         training_state/rng.pt        torch CPU (and CUDA) RNG states
@@ -28,7 +30,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiban.artifacts import MANIFEST, Manifest, _fsync_dir, input_record, write_json_atomic, write_manifest
+from kiban.artifacts import (
+    MANIFEST,
+    Manifest,
+    _fsync_dir,
+    input_record,
+    sha256_file,
+    write_json_atomic,
+    write_manifest,
+)
 from kiban.errors import DataError
 from kiban.model.config import ModelConfig
 from kiban.model.hf import WEIGHTS, write_hf
@@ -131,7 +141,10 @@ def save_checkpoint(
         rng["cuda"] = torch.cuda.get_rng_state_all()
     torch.save(rng, tmp / STATE / "rng.pt")
     write_json_atomic(tmp / STATE / "state.json", state)
-    write_manifest(tmp, checkpoint_manifest(final, config=config, inputs=inputs, shards=shards, stats=stats))
+    files = model_files(tmp, _model_paths(tmp))
+    write_manifest(
+        tmp, checkpoint_manifest(final, config=config, inputs=inputs, shards=shards, stats=stats, files=files)
+    )
     for f in tmp.rglob("*"):
         if f.is_file():
             with open(f, "rb") as fh:
@@ -142,17 +155,42 @@ def save_checkpoint(
 
 
 def checkpoint_manifest(
-    where: Path, *, config: dict[str, Any], inputs: list[Path], shards: TokenShards, stats: dict[str, Any]
+    where: Path,
+    *,
+    config: dict[str, Any],
+    inputs: list[Path],
+    shards: TokenShards,
+    stats: dict[str, Any],
+    files: dict[str, str] | None = None,
 ) -> Manifest:
     """kind "checkpoint" for the directory `where`: the resolved config, the token shards as inputs
-    (paths relative to `where`, sha256 of their manifests) and the corpus licences they forward."""
+    (paths relative to `where`, sha256 of their manifests), the corpus licences they forward and,
+    as the top-level key `files`, the sha256 of every model file (see `model_files`)."""
     return Manifest(
         kind=KIND,
         config=config,
         inputs=[input_record(p, "tokens", relative_to=where) for p in inputs],
         stats=stats,
         licenses=dict(shards.manifest.licenses),
+        extra={} if files is None else {"files": files},
     )
+
+
+def _model_paths(ckpt: Path) -> list[str]:
+    """Relative posix paths of a step checkpoint's files, all but manifest.json and training_state/."""
+    rels = (f.relative_to(ckpt).as_posix() for f in ckpt.rglob("*") if f.is_file())
+    return sorted(r for r in rels if r != MANIFEST and not r.startswith(f"{STATE}/"))
+
+
+def model_files(directory: Path, paths: list[str]) -> dict[str, str]:
+    """{relative posix path: sha256} of `paths` in `directory`, sorted by path.
+
+    Written into the manifest as `files`, so that `kiban serve` can refuse a model whose weights,
+    config or tokenizer were swapped or edited after training (kiban.serve.integrity). The rule
+    for which files are listed (everything but manifest.json and training_state/) must stay the
+    one `kiban.serve.integrity.file_hashes` applies to a step checkpoint.
+    """
+    return {rel: sha256_file(Path(directory) / rel) for rel in sorted(paths)}
 
 
 def prune(out_dir: Path, keep: int) -> None:
@@ -188,8 +226,12 @@ def write_final(
             os.link(f, target)  # same bytes, no copy: the step checkpoint may be pruned later
         except OSError:
             shutil.copy2(f, target)
+    # Only the files linked from the step checkpoint are the model: out_dir also holds
+    # metrics.jsonl, loss.png (redrawn after this) and checkpoints/, which serve never loads.
+    files = model_files(out_dir, _model_paths(ckpt))
     write_manifest(
-        out_dir, checkpoint_manifest(out_dir, config=config, inputs=inputs, shards=shards, stats=stats)
+        out_dir,
+        checkpoint_manifest(out_dir, config=config, inputs=inputs, shards=shards, stats=stats, files=files),
     )
 
 

@@ -218,3 +218,23 @@ def test_activation_checkpointing_changes_memory_not_losses(tmp_path: Path) -> N
     plain, ac = metrics(tmp_path / "plain"), metrics(tmp_path / "ac")
     assert [r["loss"] for r in ac] == [r["loss"] for r in plain]
     assert [r["grad_norm"] for r in ac] == [r["grad_norm"] for r in plain]
+
+
+def test_checkpoint_manifests_list_their_files_for_serve(trained: tuple[Path, Path, dict]) -> None:
+    from kiban.serve.integrity import verify_model
+
+    _, out, _ = trained
+    model_files = [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    for ckpt in (out, out / "checkpoints" / "step-000040", out / "checkpoints" / "step-000030"):
+        files = read_manifest(ckpt).extra["files"]
+        assert list(files) == model_files, ckpt  # not manifest.json, training_state/, metrics, plots
+        assert files == {name: sha256_file(ckpt / name) for name in model_files}
+        report = verify_model(ckpt)
+        assert report.verified and report.files == len(model_files)
+    assert read_manifest(out).extra["files"] == read_manifest(out / "checkpoints" / "step-000040").extra["files"]
