@@ -417,6 +417,75 @@ def audit_verify(
 
 
 @app.command()
+def serve(
+    model: Annotated[
+        Path | None, typer.Argument(help="A kiban checkpoint or local Hugging Face Llama directory.")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; non-loopback needs TLS or --insecure.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    state: Annotated[Path, _STATE] = Path("out/serve"),
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate (chain).")] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of the certificate.")
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="Front an OpenAI-compatible server (vLLM, llama.cpp) instead of MODEL.")
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", help="Allow plain HTTP on a non-loopback address.")
+    ] = False,
+    trusted_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--trusted-key", help="Ed25519 public key (PEM): refuse MODEL unless `kiban sign`ed by it."
+        ),
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="serve.yaml (see examples/).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: limits.max_tokens=256")
+    ] = None,
+) -> None:
+    """Serve MODEL (or --upstream URL) with the OpenAI API behind keys, scopes, quotas and an audit log."""
+    from kiban.config import load_config
+    from kiban.serve.config import ServeConfig
+    from kiban.serve.server import ServeOptions, check_binding, run
+
+    opts = ServeOptions(
+        model=model,
+        upstream=upstream,
+        host=host,
+        port=port,
+        state=state,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure=insecure,
+        trusted_key=trusted_key,
+    )
+    check_binding(opts)  # before loading anything: a refused address costs nothing
+    run(opts, load_config(ServeConfig, config, set_ or []))
+
+
+@app.command()
+def sign(
+    model: Annotated[Path, typer.Argument(help="A model directory (kiban checkpoint or Hugging Face).")],
+    key: Annotated[Path, typer.Option("--key", help="Ed25519 private key (PEM) to sign with.")],
+    new_key: Annotated[
+        bool, typer.Option("--new-key", help="Create KEY (and KEY.pub.pem) first; refuses to overwrite.")
+    ] = False,
+) -> None:
+    """Sign MODEL's manifest (file hashes) so `kiban serve --trusted-key` accepts only this exact model."""
+    from kiban.serve.integrity import generate_signing_key, sign_model
+
+    if new_key:
+        pub = generate_signing_key(key)
+        typer.echo(f"new signing key {key}; give {pub} to the servers that must trust it", err=True)
+    sig = sign_model(model, key)
+    typer.echo(f"signed: {sig}")
+
+
+@app.command()
 def lineage(
     directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the lineage tree as JSON.")] = False,
