@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -49,7 +50,13 @@ def free_port() -> int:
 
 class ServeProcess:
     def __init__(
-        self, args: list[str], state: Path, *, port: int | None = None, scheme: str = "http"
+        self,
+        args: list[str],
+        state: Path,
+        *,
+        port: int | None = None,
+        scheme: str = "http",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.state = state
         self.port = port or free_port()
@@ -63,10 +70,10 @@ class ServeProcess:
             [sys.executable, "-c", code],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
         )
 
-    def wait_ready(self, timeout_s: float = 120, verify: bool | str = True) -> ServeProcess:
+    def wait_ready(self, timeout_s: float = 120, verify: bool | ssl.SSLContext = True) -> ServeProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
