@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KIBAN=.venv/bin/kiban
 OUT="${KIBAN_DEMO_OUT:-out/demo}"
-LAST_STEP="${KIBAN_DEMO_STEPS:-5}"
+LAST_STEP="${KIBAN_DEMO_STEPS:-6}"
 mkdir -p "$OUT"
 
-echo "== step 1/5: curate real Japanese text into a corpus with provenance =="
+echo "== step 1/6: curate real Japanese text into a corpus with provenance =="
 sources=()
 if [ -n "${DOCS:-}" ]; then
     sources+=("$DOCS")
@@ -35,15 +35,15 @@ echo "the funnel and the licence table: $OUT/corpus/datacard.md"
 [ "$LAST_STEP" -le 1 ] && exit 0
 
 echo
-echo "== step 2/5: train a Japanese tokenizer (BPE with byte fallback) =="
+echo "== step 2/6: train a Japanese tokenizer (BPE with byte fallback) =="
 "$KIBAN" tokenizer train "$OUT/corpus" --out "$OUT/tokenizer" --vocab-size 8000 --overwrite
 
 echo
-echo "== step 3/5: encode the corpus into token shards =="
+echo "== step 3/6: encode the corpus into token shards =="
 "$KIBAN" tokenize "$OUT/corpus" --tokenizer "$OUT/tokenizer" --out "$OUT/tokens" --overwrite
 
 echo
-echo "== step 4/5: plan the footprint, then train the xs model on this CPU =="
+echo "== step 4/6: plan the footprint, then train the xs model on this CPU =="
 steps="${KIBAN_DEMO_TRAIN_STEPS:-320}"
 warmup=$(( steps / 10 < 20 ? steps / 10 : 20 ))
 vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['vocab_size'])" "$OUT/tokens/manifest.json")
@@ -54,7 +54,7 @@ rm -rf "$OUT/model"
     --set batch.max_steps="$steps" --set schedule.warmup_steps="$warmup" --set threads="$(nproc)"
 
 echo
-echo "== step 5/5: held-out loss against the unigram baseline, and a few continuations =="
+echo "== step 5/6: held-out loss against the unigram baseline, and a few continuations =="
 .venv/bin/python - "$OUT/model/manifest.json" <<'PY'
 import json, math, sys
 st = json.load(open(sys.argv[1]))["stats"]
@@ -64,6 +64,38 @@ print(f"held-out loss: model {model:.3f} nats/token (perplexity {math.exp(model)
       f"{unigram - model:+.3f} nats better")
 PY
 "$KIBAN" generate "$OUT/model" -p "このコマンドは" -p "ファイルを" -p "Debian では" --max-new-tokens 40 --one-line
+[ "$LAST_STEP" -le 5 ] && exit 0
+
+echo
+echo "== step 6/6: serve the model (keys, audit log) and ask it in Japanese with the openai client =="
+rm -rf "$OUT/serve"
+key=$("$KIBAN" keys create --name demo --scopes chat,models --state "$OUT/serve")
+port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+"$KIBAN" serve "$OUT/model" --port "$port" --state "$OUT/serve" 2> "$OUT/serve/server.log" &
+server=$!
+trap 'kill "$server" 2>/dev/null || true' EXIT
+KIBAN_KEY="$key" KIBAN_URL="http://127.0.0.1:$port/v1" .venv/bin/python - <<'PY'
+import os, time
+import openai
+client = openai.OpenAI(base_url=os.environ["KIBAN_URL"], api_key=os.environ["KIBAN_KEY"], max_retries=0)
+for _ in range(300):  # the server loads the model first
+    try:
+        model = client.models.list().data[0].id
+        break
+    except openai.APIConnectionError:
+        time.sleep(0.2)
+question = "Debian でパッケージをインストールするには？"
+answer = client.chat.completions.create(
+    model=model, messages=[{"role": "user", "content": question}], max_tokens=60, temperature=0.7, seed=0
+)
+print(f"Q: {question}\nA: {answer.choices[0].message.content}")
+print(f"({answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens)")
+PY
+kill -TERM "$server" && wait "$server" || true
+trap - EXIT
+"$KIBAN" audit verify --state "$OUT/serve"
+
 echo
 echo "Done. Corpus: $OUT/corpus/datacard.md; tokenizer: $OUT/tokenizer/; model (Hugging Face layout,"
-echo "with its lineage in manifest.json): $OUT/model/; loss curve: $OUT/model/loss.png"
+echo "with its lineage in manifest.json): $OUT/model/; loss curve: $OUT/model/loss.png;"
+echo "server state (keys, audit log): $OUT/serve/"

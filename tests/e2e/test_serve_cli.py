@@ -95,7 +95,7 @@ def test_tls(tiny_model_dir: Path, tmp_path: Path) -> None:
     server = ServeProcess(args, state, scheme="https").wait_ready(verify=trust)
     try:
         r = httpx.get(
-            f"{server.base}/v1/models", headers={"Authorization": f"Bearer {api_key}"}, verify=str(cert)
+            f"{server.base}/v1/models", headers={"Authorization": f"Bearer {api_key}"}, verify=trust
         )
         assert r.status_code == 200 and r.json()["data"][0]["id"] == tiny_model_dir.name
         with pytest.raises(httpx.HTTPError):
