@@ -89,3 +89,7 @@ def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     assert "unigram baseline" in proc.stdout and "このコマンドは▶" in proc.stdout
     model = json.loads((tmp_path / "demo" / "model" / "manifest.json").read_text())
     assert model["kind"] == "checkpoint" and "LicenseRef-debian-manpages-ja" in model["licenses"]
+    assert "Q: Debian でパッケージをインストールするには？" in proc.stdout and "\nA: " in proc.stdout
+    assert "audit log intact" in proc.stdout
+    audit = (tmp_path / "demo" / "serve" / "audit.jsonl").read_text().splitlines()
+    assert any(json.loads(line).get("route") == "/v1/chat/completions" for line in audit)

@@ -111,6 +111,11 @@ class NativeEngine:
         # A token's own text for logprobs: "▁" shown as the space it stands for, bytes as "<0xE3>"
         self._token_text = [(tokenizer.id_to_token(i) or "").replace("▁", " ") for i in range(self.n_vocab)]
         self._cache = KVCache(model, max_batch=max_batch)
+        # One token through both forwards before serving: a checkpoint that cannot run fails here,
+        # at startup, and the BLAS / OpenMP thread pools are up before the first request times them.
+        self._cache.prefill(0, [0])
+        if self.max_context > 1:
+            self._cache.decode([0], [0], [1])
         self._free = list(range(max_batch))  # a heap: the lowest slot first keeps decode's rows dense
         self._running: list[_Sequence] = []  # owned by the step thread
         self._waiting: deque[_Sequence] = deque()  # guarded by _cond
