@@ -7,8 +7,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,25 +25,48 @@ def readme_commands() -> list[str]:
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for line in block.splitlines():
             line = line.split("  #", 1)[0].strip()
-            if line.startswith(".venv/bin/kiban "):
+            if line.startswith((".venv/bin/kiban ", "curl ")):
                 commands.append(line)
     return commands
 
 
+def _wait_for_port(port: int, server: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"the README's server exited {server.returncode}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"nothing listens on {port} after {timeout_s} s")
+
+
 def test_readme_commands_run_in_order(tmp_path: Path, manpages_ja: list[Path]) -> None:
+    """Each line runs in a shell as written (`.venv/bin/kiban` is this interpreter's kiban); a line
+    ending in `&` is a server: started, waited for, and stopped with SIGTERM after the last line."""
     commands = readme_commands()
     assert len(commands) >= 4
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
-    for command in commands:
-        args = shlex.split(command)[1:]
-        proc = subprocess.run(
-            [sys.executable, "-m", "kiban.cli", *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers: list[subprocess.Popen] = []
+    try:
+        for command in commands:
+            line = command.replace(".venv/bin/kiban", f"{shlex.quote(sys.executable)} -m kiban.cli")
+            line = line.replace("8000", str(port))
+            if line.endswith("&"):
+                servers.append(subprocess.Popen(["bash", "-c", f"exec {line[:-1]}"], cwd=tmp_path))
+                _wait_for_port(port, servers[-1])
+                continue
+            proc = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=600
+            )
+            assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
     assert (tmp_path / "out" / "ja" / "manifest.json").is_file()
     again = json.loads((tmp_path / "out" / "again" / "manifest.json").read_text())
     assert again["inputs"][0]["path"].endswith("part-00000.parquet")
