@@ -180,3 +180,20 @@ def test_sigterm_drains_in_flight_streams(tiny_model_dir: Path, tmp_path: Path) 
     assert server.stop() in (0, -signal.SIGTERM)
     records = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert any(r.get("route") == "/v1/completions" and r.get("status") == 200 for r in records)
+
+
+def test_an_answered_request_survives_a_kill(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SIGKILL right after the response: its audit record is already on disk, and the chain verifies."""
+    state = tmp_path / "state"
+    key = create_key(state, "completions,models")
+    server = ServeProcess(["serve", str(tiny_model_dir)], state).wait_ready()
+    auth = {"Authorization": f"Bearer {key}"}
+    body = {"model": tiny_model_dir.name, "prompt": "あい", "max_tokens": 4}
+    ids = [
+        httpx.post(f"{server.base}/v1/completions", json=body, headers=auth).headers["x-request-id"]
+        for _ in range(3)
+    ]
+    server.stop(signal.SIGKILL)
+    records = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert set(ids) <= {r.get("request_id") for r in records}
+    assert "intact" in run_kiban("audit", "verify", "--state", str(state)).stdout
