@@ -31,6 +31,7 @@ from kiban.serve import logs
 from kiban.serve.audit import AuditLog
 from kiban.serve.config import ServeConfig
 from kiban.serve.context import RequestContext
+from kiban.serve.engine.base import EngineClosed, InvalidRequest
 from kiban.serve.keys import AuthError, KeyStore
 from kiban.serve.limits import RateLimited, RateLimiter
 from kiban.serve.metrics import Metrics
@@ -359,6 +360,15 @@ def create_app(gateway: Gateway) -> FastAPI:
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
         return _error_response(err, _rec(request))
 
+    @app.exception_handler(EngineClosed)
+    async def engine_closed(request: Request, err: EngineClosed) -> JSONResponse:
+        api = ApiError(503, f"the engine is shutting down: {err}", type="server_error", code="shutting_down")
+        return _error_response(api, _rec(request))
+
+    @app.exception_handler(InvalidRequest)
+    async def engine_refused(request: Request, err: InvalidRequest) -> JSONResponse:
+        return _error_response(ApiError(400, str(err), code="invalid_request"), _rec(request))
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0] if err.errors() else {}
@@ -491,7 +501,10 @@ async def _sse(events: AsyncIterator[Any], rec: _Record, gateway: Gateway) -> As
                 yield b"data: [DONE]\n\n"
                 return
             yield b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
-    except ApiError as e:
+    except (ApiError, EngineClosed, InvalidRequest) as e:
+        if not isinstance(e, ApiError):
+            status = 503 if isinstance(e, EngineClosed) else 400
+            e = ApiError(status, str(e), type="server_error" if status == 503 else "invalid_request_error")
         rec.reason = e.reason
         yield b"data: " + json.dumps(e.body(), ensure_ascii=False).encode() + b"\n\n"
         rec.status = e.status

@@ -419,6 +419,7 @@ class NativeBackend:
         if req.stream:
             return self._stream_chat(req, ctx, cid, gen, render_tools)
         text, deltas = await _collect(self.engine, gen, ctx)
+        text = text.removeprefix(" ")  # the space the chat template puts before every answer
         ctx.output_text = text
         finish = deltas[-1].finish_reason
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -474,10 +475,13 @@ class NativeBackend:
 
         yield chunk({"role": "assistant", "content": ""})
         out: list[str] = []
+        leading = True  # strip the one space the chat template puts before every answer
         # With tools, text is held back until the end: a `<tool_call>` block must not leak as content.
         async for d in self.engine.generate(gen):
             if d.token_ids:
                 ctx.first_token()
+            if leading and d.text:
+                d.text, leading = d.text.removeprefix(" "), False
             out.append(d.text)
             ctx.output_text = "".join(out)
             lps = self._chat_logprobs([d]) if req.logprobs and d.token_ids else None

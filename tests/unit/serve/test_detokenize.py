@@ -127,3 +127,13 @@ def test_bytes_the_model_leaves_unfinished_come_out_as_replacement_at_the_end(to
     assert [d.push(i) for i in [tok.token_to_id("a"), e3, x81]] == ["a", "", ""]
     rest = d.flush()
     assert rest == tok.decode([e3, x81]) and rest.startswith(FFFD)
+
+
+def test_prompt_context_keeps_the_first_tokens_space(tiny_model_dir) -> None:
+    tok = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    prompt = tok.encode("the", add_special_tokens=False).ids
+    out = [tok.token_to_id("▁the")] * 2
+    alone, with_context = Detokenizer(tok), Detokenizer(tok, context=prompt[-4:])
+    assert "".join(alone.push(i) for i in out) + alone.flush() == "the the"
+    assert "".join(with_context.push(i) for i in out) + with_context.flush() == " the the"
+    assert with_context.generated == out

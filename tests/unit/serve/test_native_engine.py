@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,20 @@ class Forced:
         return self.i == len(self.ids)
 
 
+class Slow:
+    """No constraint at all, but 2 ms per token: a request that is surely still running when the
+    test acts on it, however fast the machine."""
+
+    def allowed(self) -> None:
+        time.sleep(0.002)
+
+    def advance(self, token_id: int) -> None:
+        pass
+
+    def is_finished(self) -> bool:
+        return False
+
+
 def byte_ids(tok: Tokenizer, text: str) -> list[int]:
     return [tok.token_to_id(f"<0x{b:02X}>") for b in text.encode("utf-8")]
 
@@ -112,7 +127,7 @@ def test_from_dir_reads_the_model_and_its_tokenizer(tiny_model_dir: Path) -> Non
     try:
         hf_config = json.loads((tiny_model_dir / "config.json").read_text())
         assert e.max_context == hf_config["max_position_embeddings"] == e.model.cfg.max_seq_len
-        assert (e.model_id, e.n_vocab, e.model_vocab_size) == ("model", 405, 512)
+        assert (e.model_id, e.n_vocab, e.model_vocab_size, e.eos_token_ids) == ("model", 405, 512, [2])
         ids = e.encode("日本語😀", add_bos=True)
         assert ids[0] == 1 and e.encode("日本語😀", add_bos=False) == ids[1:]
         assert e.decode(ids) == "日本語😀"
@@ -196,7 +211,8 @@ def test_a_new_request_starts_and_ends_while_a_long_one_runs(model, tok, engines
 
     async def main():
         started = asyncio.Event()
-        long = asyncio.create_task(consume(request(tok.encode("abc").ids, "long", max_tokens=200), started))
+        long_req = request(tok.encode("abc").ids, "long", max_tokens=200, constraint=Slow())
+        long = asyncio.create_task(consume(long_req, started))
         await started.wait()
         await consume(request(tok.encode("x").ids, "short", max_tokens=3))
         await long
@@ -214,7 +230,7 @@ def test_cancelling_frees_the_slot_and_leaves_the_others_alone(model, tok, engin
     alone = ids_of(run(collect(e, other)))
 
     async def main():
-        gen = e.generate(request(tok.encode("abc").ids, "gone", max_tokens=250))
+        gen = e.generate(request(tok.encode("abc").ids, "gone", max_tokens=250, constraint=Slow()))
         other_task = asyncio.create_task(collect(e, other))
         for _ in range(3):
             await gen.__anext__()
@@ -234,18 +250,31 @@ def test_cancelling_frees_the_slot_and_leaves_the_others_alone(model, tok, engin
 def test_a_cancelled_request_gives_its_only_slot_to_the_next(model, tok, engines) -> None:
     e = engines(model, tok, max_batch=1)
 
+    def slow(rid: str) -> GenerationRequest:
+        return request(tok.encode("abc").ids, rid, max_tokens=250, constraint=Slow())
+
+    def quick(rid: str) -> GenerationRequest:
+        return request(tok.encode("x").ids, rid, max_tokens=4)
+
     async def main():
-        gen = e.generate(request(tok.encode("abc").ids, "gone", max_tokens=250))
+        gen = e.generate(slow("closed"))
         await gen.__anext__()
-        waiting = asyncio.create_task(collect(e, request(tok.encode("x").ids, "next", max_tokens=4)))
+        waiting = asyncio.create_task(collect(e, quick("next")))
         await asyncio.sleep(0.05)
         assert not waiting.done() and e.stats()["waiting"] == 1  # the only slot is taken
-        await gen.aclose()
-        return await waiting
+        await gen.aclose()  # a streaming client went away
+        first = await waiting
+        task = asyncio.create_task(collect(e, slow("task")))
+        while e.stats()["running"] == 0:
+            await asyncio.sleep(0.001)
+        task.cancel()  # a non-streaming request whose client went away: its task is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return first, await collect(e, quick("after"))
 
-    deltas = run(main())
-    assert deltas[-1].finish_reason == "length" and len(ids_of(deltas)) == 4
-    assert e.stats()["requests_cancelled"] == 1
+    for deltas in run(main()):
+        assert deltas[-1].finish_reason == "length" and len(ids_of(deltas)) == 4
+    assert e.stats()["requests_cancelled"] == 2 and e.stats()["requests_finished"] == 2
 
 
 def test_byte_fallback_japanese_and_emoji_stream_whole_characters(tiny_model_dir: Path, tok, engines) -> None:
@@ -286,6 +315,7 @@ def test_max_tokens_is_length_and_stop_token_is_stop(model, tok, engines) -> Non
     want, _ = greedy_reference(model, prompt, 8)
     deltas = run(collect(e, request(prompt, max_tokens=5, temperature=0)))
     assert ids_of(deltas) == want[:5] and deltas[-1].finish_reason == "length"
+    assert deltas[-1].time_to_first_token_s > 0 and all(d.time_to_first_token_s is None for d in deltas[:-1])
     assert sum(d.finish_reason is not None for d in deltas) == 1
     eos = want[4]
     stopped = run(collect(e, request(prompt, max_tokens=8, temperature=0, stop_token_ids=[eos])))

@@ -12,7 +12,8 @@ at its next step.
 
 Text invariants every engine keeps (tested with Japanese and emoji through byte-fallback tokens):
 no chunk holds U+FFFD unless the model really produced invalid bytes at the end of the request,
-and the chunks concatenated equal the full decode of the generated ids (cut at a stop string).
+and the chunks concatenated equal the full decode of the generated ids (cut at a stop string),
+decoded after the last prompt tokens so that a first token "▁Paris" keeps its space (" Paris").
 """
 
 from __future__ import annotations
@@ -21,8 +22,22 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from kiban.errors import KibanError
+
 if TYPE_CHECKING:
     import torch
+
+
+class EngineError(KibanError):
+    """A request failed inside the engine (the HTTP layer answers 500 for that request only)."""
+
+
+class EngineClosed(EngineError):
+    """The engine is shutting down and takes no new requests (the HTTP layer answers 503)."""
+
+
+class InvalidRequest(EngineError):
+    """The request cannot be served as given (empty or too long prompt, unknown token ids): a 400."""
 
 
 class Constraint(Protocol):

@@ -40,15 +40,25 @@ class Detokenizer:
     After a stop string, `stopped` is True and nothing more comes out.
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, stop: Sequence[str] = ()) -> None:
+    def __init__(self, tokenizer: Tokenizer, *, stop: Sequence[str] = (), context: Sequence[int] = ()) -> None:
+        """`context`: the last few prompt ids, decoded with the output but never emitted, so the
+        first generated token keeps its leading space ("▁Paris" after "of" is " Paris", as in vLLM;
+        decoded alone, a Metaspace decoder strips it)."""
         self.tokenizer = tokenizer
         self.stop = [s for s in stop if s]  # an empty stop string would match before any text
-        self.ids: list[int] = []
+        self.ids: list[int] = list(context)  # the context, then the generated ids
+        if self.ids and self._decode(self.ids).endswith(REPLACEMENT):
+            self.ids = []  # a prompt that ends mid-character: no context rather than a wrong one
+        self._n_context = len(self.ids)
         self.stopped = False
         self._prefix = 0  # ids[prefix:read]: tokens already emitted, decoded again for context
-        self._read = 0  # ids[read:]: tokens whose text is not out yet
-        self._prefix_text = ""  # decode(ids[prefix:read]), kept between calls
+        self._read = len(self.ids)  # ids[read:]: tokens whose text is not out yet
+        self._prefix_text = self._decode(self.ids)  # decode(ids[prefix:read]), kept between calls
         self._held = ""  # final text not emitted yet because it might begin a stop string
+
+    @property
+    def generated(self) -> list[int]:
+        return self.ids[self._n_context :]
 
     def push(self, token_id: int) -> str:
         """Add one generated id; return the text that is now safe to send (often "")."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 import logging
 import threading
 import time
@@ -37,9 +38,16 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from kiban.errors import DataError, KibanError
+from kiban.errors import DataError
 from kiban.model.llama import Llama
-from kiban.serve.engine.base import Delta, GenerationRequest, TokenLogprob
+from kiban.serve.engine.base import (
+    Delta,
+    EngineClosed,
+    EngineError,
+    GenerationRequest,
+    InvalidRequest,
+    TokenLogprob,
+)
 from kiban.serve.engine.detokenize import Detokenizer
 from kiban.serve.engine.kv_cache import KVCache
 from kiban.serve.engine.sampling import RequestSampler, sample, token_logprobs
@@ -50,16 +58,17 @@ PREFILL_TOKENS_PER_STEP = 4096
 """Prompt tokens admitted per step (at least one request): bounds the stall running requests see."""
 
 
-class EngineError(KibanError):
-    """A request failed inside the engine (the HTTP layer answers 500 for that request only)."""
 
 
-class EngineClosed(EngineError):
-    """The engine is shutting down and takes no new requests (the HTTP layer answers 503)."""
-
-
-class InvalidRequest(EngineError):
-    """The request cannot be served as given (empty or too long prompt, unknown token ids): a 400."""
+def _eos_token_ids(model_dir: Path) -> list[int]:
+    """`eos_token_id` of generation_config.json, else of config.json (an int or a list)."""
+    for name in ("generation_config.json", "config.json"):
+        path = model_dir / name
+        if path.is_file():
+            eos = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+            if eos is not None:
+                return [int(e) for e in eos] if isinstance(eos, list) else [int(eos)]
+    return []
 
 
 @dataclass(eq=False)
@@ -99,12 +108,14 @@ class NativeEngine:
         *,
         model_id: str,
         max_batch: int = 16,
+        eos_token_ids: list[int] | None = None,
     ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.model_id = model_id
         self.max_context = model.cfg.max_seq_len
         self.max_batch = max_batch
+        self.eos_token_ids = list(eos_token_ids or [])  # what a caller passes as stop_token_ids
         self.model_vocab_size = model.cfg.vocab_size
         # The model's vocabulary may be padded past the tokenizer's; those ids are never sampled.
         self.n_vocab = min(tokenizer.get_vocab_size(with_added_tokens=True), self.model_vocab_size)
@@ -145,7 +156,13 @@ class NativeEngine:
         if not tok_path.is_file():
             raise DataError(f"{model_dir}: no tokenizer.json next to the model")
         model = load_hf(model_dir, dtype=dtype).to(device)
-        return cls(model, Tokenizer.from_file(str(tok_path)), model_id=model_dir.name, max_batch=max_batch)
+        return cls(
+            model,
+            Tokenizer.from_file(str(tok_path)),
+            model_id=model_dir.name,
+            max_batch=max_batch,
+            eos_token_ids=_eos_token_ids(model_dir),
+        )
 
     # -----------------------------------------------------------------------------------------
     # the Engine contract (called on the event loop)
@@ -174,7 +191,7 @@ class NativeEngine:
             loop=asyncio.get_running_loop(),
             queue=asyncio.Queue(),
             sampler=RequestSampler(request.params),
-            detok=Detokenizer(self.tokenizer, stop=request.params.stop),
+            detok=Detokenizer(self.tokenizer, stop=request.params.stop, context=request.prompt_ids[-4:]),
             submitted_s=time.monotonic(),
         )
         with self._cond:
