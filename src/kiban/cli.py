@@ -416,6 +416,81 @@ def audit_verify(
     typer.echo(f"audit log intact: {report.records} lines, {report.checkpoints} signed checkpoint(s)")
 
 
+@app.command("eval")
+def eval_(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="A checkpoint or Hugging Face directory, or openai:http://host:port/v1#model-name."
+        ),
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated: jcommonsenseqa, jnli, jsquad, jmmlu, llmjp:<dataset>, text:<path>."
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the benchmark files are (see docs/eval.md).")
+    ] = Path("data"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory to write.")] = Path("out/eval"),
+    shots: Annotated[
+        int | None, typer.Option(help="Few-shot examples per prompt (default: each task's).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the few-shot sampler.")] = 1234,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Requests per model call.")] = 16,
+    no_contamination: Annotated[
+        bool,
+        typer.Option("--no-contamination", help="Skip the n-gram overlap check with the training corpus."),
+    ] = False,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare", help="Instead of evaluating: put these report.json side by side in OUT/report.html."
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Progress as JSON lines.")] = False,
+) -> None:
+    """Score MODEL on Japanese benchmarks from local files; write report.json and report.html."""
+    from kiban.errors import ConfigError
+
+    if compare:
+        from kiban.evaluate.report import compare as compare_reports
+
+        typer.echo(f"comparison: {compare_reports(list(compare), out)}")
+        return
+    if model is None or not tasks:
+        raise ConfigError("give MODEL and --tasks (or --compare REPORT.json ...)")
+    from kiban.evaluate.backends import load_backend
+    from kiban.evaluate.run import EvalOptions, evaluate
+    from kiban.progress import default_mode
+
+    backend = load_backend(model, batch_size=batch_size)
+    model_dir = None if model.startswith("openai:") else Path(model)
+    opts = EvalOptions(
+        tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+        data_dir=data_dir,
+        out_dir=out,
+        shots=shots,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        contamination=not no_contamination,
+        progress=default_mode(json_out),
+    )
+    report_path = evaluate(backend, opts, model_dir=model_dir)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    for task, scores in sorted(report["results"].items()):
+        shown = ", ".join(
+            f"{k.split(',')[0]} {v:.4f}"
+            for k, v in scores.items()
+            if isinstance(v, float) and "stderr" not in k
+        )
+        typer.echo(f"{task}: {shown}")
+    typer.echo(f"report: {report_path} and {report_path.with_name('report.html')}")
+
+
 @app.command()
 def serve(
     model: Annotated[
