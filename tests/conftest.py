@@ -78,7 +78,9 @@ def run_kiban(
 # a tiny servable model: real tokenizer (BPE + byte fallback), real random-weight Llama on disk
 
 TINY_TOKENS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"(){}[]<>-_/=+*#")
-TINY_TOKENS += list("あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん")
+TINY_TOKENS += list(
+    "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん"
+)
 TINY_TOKENS += list("日本語文書。、「」") + ["▁", "▁the", "です", "ます", "\n"]
 """What the tiny tokenizer learned; anything else (most kanji, emoji) goes through byte fallback."""
 

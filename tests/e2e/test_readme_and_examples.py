@@ -60,7 +60,11 @@ def test_readme_commands_run_in_order(tmp_path: Path, manpages_ja: list[Path]) -
                 _wait_for_port(port, servers[-1])
                 continue
             proc = subprocess.run(
-                ["bash", "-o", "pipefail", "-c", line], cwd=tmp_path, capture_output=True, text=True, timeout=600
+                ["bash", "-o", "pipefail", "-c", line],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             assert proc.returncode == 0, f"{command}\n{proc.stdout}\n{proc.stderr}"
     finally:

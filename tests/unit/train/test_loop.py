@@ -237,4 +237,6 @@ def test_checkpoint_manifests_list_their_files_for_serve(trained: tuple[Path, Pa
         assert files == {name: sha256_file(ckpt / name) for name in model_files}
         report = verify_model(ckpt)
         assert report.verified and report.files == len(model_files)
-    assert read_manifest(out).extra["files"] == read_manifest(out / "checkpoints" / "step-000040").extra["files"]
+    assert (
+        read_manifest(out).extra["files"] == read_manifest(out / "checkpoints" / "step-000040").extra["files"]
+    )

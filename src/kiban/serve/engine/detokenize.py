@@ -40,7 +40,9 @@ class Detokenizer:
     After a stop string, `stopped` is True and nothing more comes out.
     """
 
-    def __init__(self, tokenizer: Tokenizer, *, stop: Sequence[str] = (), context: Sequence[int] = ()) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, *, stop: Sequence[str] = (), context: Sequence[int] = ()
+    ) -> None:
         """`context`: the last few prompt ids, decoded with the output but never emitted, so the
         first generated token keeps its leading space ("▁Paris" after "of" is " Paris", as in vLLM;
         decoded alone, a Metaspace decoder strips it)."""

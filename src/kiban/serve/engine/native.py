@@ -58,8 +58,6 @@ PREFILL_TOKENS_PER_STEP = 4096
 """Prompt tokens admitted per step (at least one request): bounds the stall running requests see."""
 
 
-
-
 def _eos_token_ids(model_dir: Path) -> list[int]:
     """`eos_token_id` of generation_config.json, else of config.json (an int or a list)."""
     for name in ("generation_config.json", "config.json"):
