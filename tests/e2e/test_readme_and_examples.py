@@ -123,3 +123,7 @@ def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     assert "audit log intact" in proc.stdout
     audit = (tmp_path / "demo" / "serve" / "audit.jsonl").read_text().splitlines()
     assert any(json.loads(line).get("route") == "/v1/chat/completions" for line in audit)
+    report = json.loads((tmp_path / "demo" / "eval" / "report.json").read_text())
+    assert report["results"]["text:heldout.jsonl"]["bits_per_char,none"] > 0
+    assert 0 <= report["results"]["jcommonsenseqa"]["acc,none"] <= 1
+    assert "eval/report.html" in proc.stdout

@@ -232,3 +232,30 @@ def test_describe_records_tokenizer_and_lineage(tmp_path: Path, tiny_model_dir: 
     assert len(info["tokenizer_sha256"]) == 64
     assert info["lineage"]["kind"] == "checkpoint" and info["lineage"]["licenses"] == {"CC-BY-4.0": 3}
     assert info["rolling_window"] == {"max_length": 256, "stride": 256, "context_len": 1}
+
+
+def test_agrees_with_lm_evaluation_harness(tiny_model_dir: Path, backend: LocalBackend) -> None:
+    """The reference itself, where installed (`pip install lm-eval`; not a kiban dependency).
+
+    Run by hand against lm-eval 0.4.13: every number below was bit-identical."""
+    huggingface = pytest.importorskip("lm_eval.models.huggingface")
+    from lm_eval.api.instance import Instance
+
+    lm = huggingface.HFLM(pretrained=str(tiny_model_dir), batch_size=4, device="cpu", dtype="float32")
+
+    def instances(kind: str, args: list[tuple]) -> list[Instance]:
+        return [Instance(request_type=kind, doc={}, arguments=a, idx=0) for a in args]
+
+    pairs = [(r.context, r.continuation) for r in REQUESTS] + [(TEXT * 8, "ねこ")]  # the last one is cut
+    ref = lm.loglikelihood(instances("loglikelihood", pairs), disable_tqdm=True)
+    ours = backend.loglikelihood([LoglikelihoodRequest(*p) for p in pairs])
+    for (logprob, greedy), r in zip(ref, ours, strict=True):
+        assert r.logprob == pytest.approx(logprob, abs=1e-4) and r.is_greedy == greedy
+    texts = [TEXT * 10, "the cat"]
+    ref_rolling = lm.loglikelihood_rolling(instances("loglikelihood_rolling", [(t,) for t in texts]), True)
+    ours_rolling = backend.loglikelihood_rolling([RollingRequest(t) for t in texts])
+    assert [r.logprob for r in ours_rolling] == pytest.approx(ref_rolling, abs=1e-4)
+    gen = [("日本の首都は", ("。",), 12), ("the cat", ("\n\n",), 20), (TEXT * 12, ("\n",), 16)]
+    kwargs = [(c, {"until": list(u), "max_gen_toks": m, "do_sample": False}) for c, u, m in gen]
+    ref_gen = lm.generate_until(instances("generate_until", kwargs), disable_tqdm=True)
+    assert [g.text for g in backend.generate_until([GenerateRequest(*g) for g in gen])] == ref_gen

@@ -166,7 +166,9 @@ def score_window(context: list[int], continuation: list[int], max_length: int) -
     return ids, min(len(continuation), len(ids) - 1), len(full) > len(ids)
 
 
-def rolling_windows(tokens: list[int], prefix_id: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+def rolling_windows(
+    tokens: list[int], prefix_id: int | None, max_length: int
+) -> list[tuple[list[int], list[int]]]:
     """(context, continuation) windows that score every token once, each with max_length + 1 tokens at
     most (`get_rolling_token_windows(context_len=1)` then `make_disjoint_window`).
 
@@ -177,6 +179,8 @@ def rolling_windows(tokens: list[int], prefix_id: int, max_length: int) -> list[
         raise ConfigError(f"rolling windows need max_length >= 1, got {max_length}")
     if not tokens:
         return []
+    if prefix_id is None:
+        raise ConfigError("rolling log-likelihood starts after BOS (or EOS); this tokenizer has neither")
     first = min(max_length, len(tokens))
     windows = [([prefix_id], tokens[:first])]
     done = first

@@ -213,7 +213,10 @@ class LocalBackend:
                     targets.append(torch.tensor(ids[-n:]))
                     owners.append(s)
             lp, hit = self._token_logprobs(
-                tokens.to(self.device), torch.cat(row_idx), torch.cat(pos_idx), torch.cat(targets).to(self.device)
+                tokens.to(self.device),
+                torch.cat(row_idx),
+                torch.cat(pos_idx),
+                torch.cat(targets).to(self.device),
             )
             # one float32 sum per sequence, as HFLM's `logits.sum()`: the same rounding as lm-eval's
             sizes = [seqs[s][1] for s in owners]

@@ -96,7 +96,8 @@ class OpenAIBackend:
             if not self.tokenizer_path.is_file():
                 raise ConfigError(f"--tokenizer {tokenizer_dir}: no tokenizer.json there")
             self._tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
-        # BOS is what the tokenizer puts before an empty text; without one, empty contexts cannot be scored
+        # BOS is what the tokenizer puts before an empty text: the prefix token of empty contexts and of
+        # rolling windows (lm-eval falls back to EOS, which /tokenize cannot name; such servers fail there)
         start, context = self._encode_raw("", add_special_tokens=True)
         self.bos_id: int | None = start[0] if start else None
         if max_length is None:
@@ -170,15 +171,12 @@ class OpenAIBackend:
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _prefix_id(self) -> int | None:
-        return self.bos_id  # lm-eval: BOS, else EOS (which /tokenize cannot tell)
-
     def loglikelihood(self, requests: list[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         tokens = self._encode_all([k for r in requests for k in pair_texts(r.context, r.continuation)])
         windows = []
         for r in requests:
             context, continuation = pair_tokens(
-                r.context, r.continuation, lambda text, special: tokens[(text, special)], self._prefix_id()
+                r.context, r.continuation, lambda text, special: tokens[(text, special)], self.bos_id
             )
             windows.append(score_window(context, continuation, self.max_length))
         scores = self._echo([(ids, n) for ids, n, _ in windows])
@@ -192,9 +190,7 @@ class OpenAIBackend:
         seqs, owner = [], []
         for i, r in enumerate(requests):
             ids = tokens[(r.text, True)]
-            if ids and self._prefix_id() is None:
-                raise ConfigError("rolling log-likelihood starts after BOS; the server's tokenizer adds none")
-            for context, continuation in rolling_windows(ids, self._prefix_id() or 0, self.max_length):
+            for context, continuation in rolling_windows(ids, self.bos_id, self.max_length):
                 window, n, _ = score_window(context, continuation, self.max_length)
                 seqs.append((window, n))
                 owner.append(i)
