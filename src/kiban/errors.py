@@ -4,7 +4,8 @@
     ├── ConfigError             a bad flag, config file or field; exit 2
     ├── DataError               bad input data (a file, a line, a field); exit 2
     ├── LineageError            an artifact whose recorded hashes no longer match its inputs; exit 1
-    └── (in kiban.serve) AuthError, RateLimited, IntegrityError (a model file differs from its manifest; exit 2)
+    ├── (in kiban.serve) AuthError, RateLimited, IntegrityError (a model file differs from its manifest; exit 2)
+    └── (in kiban.evaluate) TaskDataError (a benchmark file missing or malformed; exit 2), BackendError
 
 Every message names the file, line or field at fault, so a user can fix it without a traceback.
 """

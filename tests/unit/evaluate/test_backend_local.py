@@ -9,6 +9,8 @@ from __future__ import annotations
 import doctest
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -212,6 +214,15 @@ def test_a_non_llama_directory_runs_through_transformers(tmp_path: Path, tiny_mo
     (res,) = b.loglikelihood([LoglikelihoodRequest("猫は", "ねこ")])
     assert res.logprob < 0 and res.n_tokens > 0
     assert isinstance(b.generate_until([GenerateRequest("猫", (), 4)])[0].text, str)
+
+
+def test_importing_backends_and_metrics_loads_no_torch_or_httpx() -> None:
+    code = (
+        "import sys, kiban.evaluate.backends, kiban.evaluate.metrics; "
+        "print(sorted(m for m in ('torch', 'httpx', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_load_backend_errors_name_what_is_wrong(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import torch
 
 from kiban.model.config import preset
 from kiban.model.llama import Llama
-from kiban.serve.engine.kv_cache import KVCache
+from kiban.model.kv_cache import KVCache
 
 ATOL = 1e-4
 

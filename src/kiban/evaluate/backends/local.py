@@ -125,11 +125,7 @@ class LocalBackend:
         for i, r in enumerate(requests):
             tokens = self.encode(r.text)
             n_tokens.append(len(tokens))
-            if tokens and self.prefix_id is None:
-                raise ConfigError(
-                    "rolling log-likelihood starts after BOS (or EOS); this tokenizer has neither"
-                )
-            for context, continuation in rolling_windows(tokens, self.prefix_id or 0, self.max_length):
+            for context, continuation in rolling_windows(tokens, self.prefix_id, self.max_length):
                 ids, n, _ = score_window(context, continuation, self.max_length)
                 seqs.append((ids, n))
                 owner.append(i)
@@ -214,8 +210,8 @@ class LocalBackend:
                     owners.append(s)
             lp, hit = self._token_logprobs(
                 tokens.to(self.device),
-                torch.cat(row_idx),
-                torch.cat(pos_idx),
+                torch.cat(row_idx).to(self.device),
+                torch.cat(pos_idx).to(self.device),
                 torch.cat(targets).to(self.device),
             )
             # one float32 sum per sequence, as HFLM's `logits.sum()`: the same rounding as lm-eval's
@@ -277,7 +273,7 @@ class LocalBackend:
         then one decode step for every running request, until each ends."""
         # The KV cache is serve's (model-only code: the Llama's own modules, no HTTP); it belongs in
         # kiban.model, where both stages can import it.
-        from kiban.serve.engine.kv_cache import KVCache
+        from kiban.model.kv_cache import KVCache
 
         out: list[list[int]] = [[] for _ in prompts]
         waiting = deque(

@@ -77,12 +77,8 @@ class OpenAIBackend:
         tokenizer_dir: str | Path | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url, self.name, self.batch_size, self.add_bos = (
-            base_url.rstrip("/"),
-            model,
-            batch_size,
-            add_bos,
-        )
+        self.base_url, self.name = base_url.rstrip("/"), model
+        self.batch_size, self.add_bos = batch_size, add_bos
         self.root = self.base_url.removesuffix("/v1")  # /tokenize lives at the server root, as in vLLM
         self.concurrency, self.max_retries = concurrency, max_retries
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -49,7 +49,7 @@ from kiban.serve.engine.base import (
     TokenLogprob,
 )
 from kiban.serve.engine.detokenize import Detokenizer
-from kiban.serve.engine.kv_cache import KVCache
+from kiban.model.kv_cache import KVCache
 from kiban.serve.engine.sampling import RequestSampler, sample, token_logprobs
 
 log = logging.getLogger(__name__)
