@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from kiban.model.config import preset
-from kiban.model.llama import Llama
 from kiban.model.kv_cache import KVCache
+from kiban.model.llama import Llama
 
 ATOL = 1e-4
 

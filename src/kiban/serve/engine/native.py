@@ -39,6 +39,7 @@ import torch
 from tokenizers import Tokenizer
 
 from kiban.errors import DataError
+from kiban.model.kv_cache import KVCache
 from kiban.model.llama import Llama
 from kiban.serve.engine.base import (
     Delta,
@@ -49,7 +50,6 @@ from kiban.serve.engine.base import (
     TokenLogprob,
 )
 from kiban.serve.engine.detokenize import Detokenizer
-from kiban.model.kv_cache import KVCache
 from kiban.serve.engine.sampling import RequestSampler, sample, token_logprobs
 
 log = logging.getLogger(__name__)
