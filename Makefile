@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,serve,dev,ray]'
+	$(BIN)/pip install --quiet -e '.[train,serve,dev,ray,robot]'
 	touch $(STAMP)
 
 test-data:
