@@ -87,6 +87,45 @@ class KVCache:
         return m.lm_head(m.norm(x))[0]  # (T or 1, V)
 
     @torch.inference_mode()
+    def prefill_batch(self, slots: Sequence[int], prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Prefill several prompts in one forward (right-padded to the longest); logits of each
+        prompt's last position, (B, V). Row b attends to its own first len(prompts[b]) keys only, so
+        each row's numbers are those of `prefill(slots[b], prompts[b])` up to float summation order."""
+        m, B = self.model, len(slots)
+        lengths = [len(p) for p in prompts]
+        T = max(lengths)
+        if B != len(prompts) or len(set(slots)) != B or min(lengths) < 1 or T > self.max_seq_len:
+            raise ValueError(f"prefill_batch: {B} distinct slots and prompts of 1..{self.max_seq_len} tokens")
+        dev, nh, nkv, hs = self.device, self.n_heads, self.n_kv, self.head_dim
+        tokens = torch.zeros(B, T, dtype=torch.long, device=dev)  # (B, T), right-padded with id 0
+        for b, p in enumerate(prompts):
+            tokens[b, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        len_t = torch.tensor(lengths, dtype=torch.long, device=dev)  # (B,)
+        pos = torch.arange(T, device=dev)
+        causal = pos[None, :] <= pos[:, None]  # (T, T): query i sees keys 0..i
+        mask = causal[None] & (pos[None, None, :] < len_t[:, None, None])  # (B, T, T): and not padding
+        mask = mask[:, None]  # (B, 1, T, T)
+        x = m.embed_tokens(tokens)  # (B, T, C)
+        cos, sin = m.rope_cos[:T].to(x.dtype), m.rope_sin[:T].to(x.dtype)  # (T, hs)
+        for i, block in enumerate(m.layers):
+            attn = block.self_attn
+            h = block.input_layernorm(x)  # (B, T, C)
+            q = attn.q_proj(h).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = attn.k_proj(h).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+            v = attn.v_proj(h).view(B, T, nkv, hs).transpose(1, 2)  # (B, nkv, T, hs)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            for b, slot in enumerate(slots):  # padding positions are written too: hidden by the mask later
+                self.k[i][slot, :, :T] = k[b]
+                self.v[i][slot, :, :T] = v[b]
+            y = F.scaled_dot_product_attention(
+                q, repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep), attn_mask=mask
+            )  # (B, nh, T, hs)
+            x = x + attn.o_proj(y.transpose(1, 2).reshape(B, T, nh * hs))  # (B, T, C)
+            x = x + block.mlp(block.post_attention_layernorm(x))  # (B, T, C)
+        last = x[torch.arange(B, device=dev), len_t - 1]  # (B, C): each prompt's last position
+        return m.lm_head(m.norm(last))  # (B, V)
+
+    @torch.inference_mode()
     def decode(self, slots: Sequence[int], last_ids: Sequence[int], positions: Sequence[int]) -> torch.Tensor:
         """One token per row: `last_ids[b]` goes in at `positions[b]` of `slots[b]`, which must already
         hold positions 0..positions[b]-1. Returns the logits of the next token, (B, V)."""

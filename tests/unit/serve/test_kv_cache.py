@@ -97,3 +97,20 @@ def test_cache_size_is_what_the_shapes_say() -> None:
     cache = KVCache(make_model(2), max_batch=3)
     # 2 (k, v) x layers x (max_batch, n_kv, max_seq_len, head_dim) float32
     assert cache.nbytes() == 2 * cfg.n_layers * 3 * 2 * 64 * cfg.head_dim * 4
+
+
+def test_batched_prefill_matches_one_at_a_time() -> None:
+    torch.manual_seed(0)
+    model = Llama(preset("tiny")).eval()
+    prompts = [[1, 5, 9, 200, 7], [1, 3], [1, 44, 45, 46, 47, 48, 49, 50, 51]]
+    one, many = KVCache(model, max_batch=4), KVCache(model, max_batch=4)
+    singles = torch.cat([one.prefill(s, p) for s, p in zip([0, 2, 3], prompts, strict=True)])  # (3, V)
+    batched = many.prefill_batch([0, 2, 3], prompts)  # (3, V)
+    assert torch.allclose(singles, batched, atol=1e-5)
+    for s, p in zip([0, 2, 3], prompts, strict=True):  # the caches hold the same keys for real positions
+        for layer in range(len(model.layers)):
+            assert torch.allclose(one.k[layer][s, :, : len(p)], many.k[layer][s, :, : len(p)], atol=1e-5)
+    # decoding after either prefill gives the same next-token logits
+    a = one.decode([0, 2, 3], [7, 7, 7], [len(p) for p in prompts])
+    b = many.decode([0, 2, 3], [7, 7, 7], [len(p) for p in prompts])
+    assert torch.allclose(a, b, atol=1e-5)

@@ -264,24 +264,54 @@ class NativeEngine:
 
     def _admit(self) -> None:
         budget = PREFILL_TOKENS_PER_STEP
-        admitted = 0
-        while self._free and (budget > 0 or admitted == 0):
+        admitted: list[_Sequence] = []
+        while self._free and (budget > 0 or not admitted):
             with self._cond:
                 if not self._waiting:
-                    return
+                    break
                 seq = self._waiting.popleft()
             if seq.cancelled:
                 self._counts["cancelled"] += 1
                 continue
             seq.slot = heapq.heappop(self._free)
             budget -= len(seq.request.prompt_ids)
-            admitted += 1
+            admitted.append(seq)
+        # Plain generation requests arriving together share one padded prefill forward; requests
+        # that want prompt logprobs (echo) or no generation take the one-at-a-time path.
+        batched = [
+            s for s in admitted if not s.request.params.prompt_logprobs and s.request.params.max_tokens > 0
+        ]
+        batched = batched if len(batched) > 1 else []
+        if batched:
             try:
-                self._prefill(seq)
+                self._prefill_batch(batched)
             except Exception as e:
-                self._fail(seq, e)
+                for seq in batched:
+                    self._fail(seq, e)
+        in_batch = {id(s) for s in batched}
+        for seq in admitted:
+            if id(seq) not in in_batch:
+                try:
+                    self._prefill(seq)
+                except Exception as e:
+                    self._fail(seq, e)
             if not seq.done:
                 self._running.append(seq)
+
+    def _prefill_batch(self, seqs: list[_Sequence]) -> None:
+        full = [s for s in seqs if len(s.request.prompt_ids) >= self.max_context]
+        for seq in full:
+            seq.position = len(seq.request.prompt_ids)
+            self._finish(seq, Delta(), "length")
+        seqs = [s for s in seqs if all(s is not f for f in full)]
+        if not seqs:
+            return
+        logits = self._cache.prefill_batch(
+            [s.slot for s in seqs], [s.request.prompt_ids for s in seqs]
+        )  # (B, V)
+        for seq in seqs:
+            seq.position = len(seq.request.prompt_ids)
+        self._sample_and_emit(seqs, logits)
 
     def _prefill(self, seq: _Sequence) -> None:
         ids, p = seq.request.prompt_ids, seq.request.params
