@@ -32,11 +32,16 @@ from kiban.serve.engine.base import SamplingParams
 NEG_INF = float("-inf")
 
 
+GREEDY_BELOW = 1e-5
+"""A temperature below this samples greedily."""
+
+
 class RequestSampler:
     """The sampling state of one request: its temperature, top_p and random generator."""
 
     def __init__(self, params: SamplingParams) -> None:
-        self.temperature = params.temperature
+        # Below 1e-5 (vLLM's _SAMPLING_EPS) logits / temperature overflows float32: that is greedy.
+        self.temperature = params.temperature if params.temperature >= GREEDY_BELOW else 0.0
         self.top_p = params.top_p
         self.seed = params.seed if params.seed is not None else secrets.randbits(63)
         # torch takes seeds in [-2^63, 2^64); any int the client sends is folded into it
@@ -111,7 +116,9 @@ def top_p_filter(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     """
     sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)  # (b, V)
     before = sorted_p.cumsum(dim=-1) - sorted_p  # (b, V): mass strictly ahead of each id
-    sorted_p = sorted_p.masked_fill(before >= top_p[:, None], 0.0)
+    cut = before >= top_p[:, None]  # (b, V)
+    cut[:, 0] = False  # the most likely id stays even when top_p rounds to 0 in float32
+    sorted_p = sorted_p.masked_fill(cut, 0.0)
     return torch.zeros_like(probs).scatter_(-1, order, sorted_p)
 
 
