@@ -257,6 +257,11 @@ def test_errors_have_openai_shape(server: ServeProcess) -> None:
     assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}
     r = httpx.post(f"{server.base}/v1/completions", json={"model": m, "prompt": "x" * 70_000}, headers=auth)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    chunks = (b"x" * 8192 for _ in range(10))  # chunked: no Content-Length to refuse it by
+    r = httpx.post(
+        f"{server.base}/v1/completions", content=chunks, headers={**auth, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.get(f"{server.base}/v1/nothing-here", headers=auth)
     assert r.status_code == 404 and "error" in r.json()
     r = httpx.get(f"{server.base}/v1/models")

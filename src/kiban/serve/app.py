@@ -199,26 +199,33 @@ class GatewayMiddleware:
                 )
                 await _error_response(err, rec)(scope, receive, send_wrapper)
                 return
-            seen = 0
-
-            async def receive_limited() -> dict:
-                nonlocal seen
+            # The body is read here, up to the limit, before any parsing: a chunked upload (no
+            # Content-Length) over the limit is a 413 too, and the app gets the body replayed.
+            body, more = bytearray(), True
+            while more:
                 message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > limit:
-                        raise _TooLarge(limit)
-                return message
-
-            try:
-                await self.app(scope, receive_limited, send_wrapper)
-            except _TooLarge as e:
-                if rec.status is None:
+                if message["type"] != "http.request":  # the client left before sending its body
+                    rec.status, rec.reason = CLIENT_CLOSED, "client_disconnected"
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > limit:
                     rec.reason = "request_too_large"
                     err = ApiError(
-                        413, f"request body is over the limit of {e.limit} bytes", code="request_too_large"
+                        413, f"request body is over the limit of {limit} bytes", code="request_too_large"
                     )
                     await _error_response(err, rec)(scope, receive, send_wrapper)
+                    return
+            replayed = False
+
+            async def replay() -> dict:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": bytes(body), "more_body": False}
+                return await receive()  # after the body: wait for the disconnect, as Starlette expects
+
+            await self.app(scope, replay, send_wrapper)
         finally:
             gw.in_flight -= 1
             if rec.streaming and not rec.audited:
@@ -228,11 +235,6 @@ class GatewayMiddleware:
                 with anyio.CancelScope(shield=True):
                     await gw.write_audit(rec)
             gw.finish(rec)
-
-
-class _TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
 
 
 def _content_length(scope: dict) -> int | None:
