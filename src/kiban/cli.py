@@ -560,6 +560,35 @@ def sign(
     typer.echo(f"signed: {sig}")
 
 
+robot_app = typer.Typer(help="The safety-supervised robot cell (MuJoCo simulation).", no_args_is_help=True)
+app.add_typer(robot_app, name="robot")
+
+
+@robot_app.command("sim")
+def robot_sim(
+    task: Annotated[str, typer.Option(help="The scripted task to run.")] = "pick-place",
+    seed: Annotated[int, typer.Option(help="Seeds the cell (part positions) and the episode.")] = 0,
+    record: Annotated[
+        Path | None, typer.Option(help="Write the episode as a LeRobot v3 dataset into this directory.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Safety configuration (examples/robot-safety.yaml).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Run one episode observe → skill → supervise → send at 500 Hz in lockstep with the simulation."""
+    from kiban.robot.loop import sim_episode
+
+    summary = sim_episode(task, seed, record=record, config_path=config)
+    if json_out:
+        typer.echo(json.dumps(summary, ensure_ascii=False, indent=2, default=str))
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key}: {value}")
+    if not summary.get("success"):
+        raise typer.Exit(1)
+
+
 @app.command()
 def lineage(
     directory: Annotated[Path, typer.Argument(help="An artifact directory (holds manifest.json).")],
