@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -130,6 +131,21 @@ class KeyStore:
         if new:
             # Hashes only, but still nobody else's business; SQLite gives -wal/-shm the same mode.
             os.chmod(self.path, 0o600)
+        self._local = threading.local()  # one reusable read connection per thread (see _read)
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on this thread's long-lived connection: opening one per request costs
+        more than the lookup. Each transaction sees every key written or revoked before it began
+        (WAL), by this process or the CLI, so a revocation takes effect at the next request."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+        db.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.execute("COMMIT")
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
@@ -216,7 +232,7 @@ class KeyStore:
         if m is None:
             raise AuthError(401, "malformed_key", "API key is malformed (expected kb-<key_id>-<secret>)")
         key_id, secret = m.group(1), m.group(2)
-        with self._connect() as db:
+        with self._read() as db:
             row = db.execute(
                 f"SELECT {_COLUMNS}, salt, digest FROM api_keys WHERE key_id = ?", (key_id,)
             ).fetchone()
