@@ -113,6 +113,7 @@ def initial_memory(state: RobotState) -> SupervisorMemory:
         raise ValueError(
             f"cannot start the supervisor on a state with q_rad={state.q_rad!r}, t_s={state.t_s!r}"
         )
+    _plan_grid()  # built here (~8 ms, once per process), not in the first control cycle
     zero = np.zeros(N_JOINTS)
     return SupervisorMemory(
         None, q, zero, zero, None, 0.0, q, zero, zero, 0, 0, last_heartbeat_t_s=float(state.t_s)
