@@ -264,6 +264,10 @@ def test_errors_have_openai_shape(server: ServeProcess) -> None:
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = httpx.get(f"{server.base}/v1/nothing-here", headers=auth)
     assert r.status_code == 404 and "error" in r.json()
+    r = httpx.post(
+        f"{server.base}/v1/completions", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 401  # no key: refused before anything is said about the body
     r = httpx.get(f"{server.base}/v1/models")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
 

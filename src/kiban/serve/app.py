@@ -373,6 +373,24 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI parses the body before the route's auth dependency runs: a caller without a
+        # valid key learns nothing about the body's shape, only that it needs a key.
+        if request.url.path not in gateway.config.public_routes:
+            header = request.headers.get("authorization") or ""
+            kind, _, token = header.partition(" ")
+            try:
+                record = gateway.keys.authenticate(token.strip() if kind.lower() == "bearer" else None)
+                _rec(request).key_id = record.key_id
+            except AuthError as e:
+                api = ApiError(
+                    401,
+                    str(e),
+                    type="authentication_error",
+                    code=e.reason,
+                    headers={"WWW-Authenticate": 'Bearer realm="kiban"'},
+                    reason=e.reason,
+                )
+                return _error_response(api, _rec(request))
         first = err.errors()[0] if err.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         if first.get("type") == "json_invalid":
