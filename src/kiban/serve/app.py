@@ -266,23 +266,14 @@ def requires(scope_name: str, route: str) -> Any:
         if route in gw.config.public_routes:
             rec.ctx = RequestContext(rec.request_id, route, None)
             return rec.ctx
-        header = request.headers.get("authorization")
-        presented = None
-        if header is not None:
-            kind, _, token = header.partition(" ")
-            presented = token.strip() if kind.lower() == "bearer" else ""
         try:
-            record = gw.keys.authenticate(presented)
+            record = gw.keys.authenticate(_bearer(request))
             rec.key_id = record.key_id
             gw.keys.authorize(record, scope_name)
             gw.limiter.check_request(record.key_id, record.rpm, record.tpm)
         except AuthError as e:
             rec.key_id = rec.key_id or e.key_id
-            headers = {"WWW-Authenticate": 'Bearer realm="kiban"'} if e.status == 401 else None
-            kind = "authentication_error" if e.status == 401 else "permission_error"
-            raise ApiError(
-                e.status, str(e), type=kind, code=e.reason, headers=headers, reason=e.reason
-            ) from e
+            raise _auth_refusal(e) from e
         except RateLimited as e:
             raise _rate_limited(e) from e
 
@@ -296,6 +287,24 @@ def requires(scope_name: str, route: str) -> Any:
         return rec.ctx
 
     return dependency
+
+
+def _bearer(request: Request) -> str | None:
+    """The key of `Authorization: Bearer <key>`: None without the header, "" for another scheme."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    kind, _, token = header.partition(" ")
+    return token.strip() if kind.lower() == "bearer" else ""
+
+
+def _auth_refusal(e: AuthError) -> ApiError:
+    """401 (with WWW-Authenticate) or 403, in OpenAI's error shape."""
+    if e.status == 401:
+        headers, kind = {"WWW-Authenticate": 'Bearer realm="kiban"'}, "authentication_error"
+    else:
+        headers, kind = None, "permission_error"
+    return ApiError(e.status, str(e), type=kind, code=e.reason, headers=headers, reason=e.reason)
 
 
 def _rate_limited(e: RateLimited) -> ApiError:
@@ -376,21 +385,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         # FastAPI parses the body before the route's auth dependency runs: a caller without a
         # valid key learns nothing about the body's shape, only that it needs a key.
         if request.url.path not in gateway.config.public_routes:
-            header = request.headers.get("authorization") or ""
-            kind, _, token = header.partition(" ")
             try:
-                record = gateway.keys.authenticate(token.strip() if kind.lower() == "bearer" else None)
-                _rec(request).key_id = record.key_id
+                _rec(request).key_id = gateway.keys.authenticate(_bearer(request)).key_id
             except AuthError as e:
-                api = ApiError(
-                    401,
-                    str(e),
-                    type="authentication_error",
-                    code=e.reason,
-                    headers={"WWW-Authenticate": 'Bearer realm="kiban"'},
-                    reason=e.reason,
-                )
-                return _error_response(api, _rec(request))
+                return _error_response(_auth_refusal(e), _rec(request))
         first = err.errors()[0] if err.errors() else {}
         loc = [str(p) for p in first.get("loc", ()) if p != "body"]
         if first.get("type") == "json_invalid":
