@@ -80,7 +80,7 @@ WORK = HERE / ".work" / "serve"
 KIBAN = [sys.executable, "-m", "kiban.cli"]
 TARGET_RATIO = 2.0  # kiban at 16 streams vs the sequential HF loop
 TARGET_GATEWAY_MS = 2.0  # added p95 latency of the gateway
-DIRECT, GATEWAY, BARE = "direct", "kiban serve --upstream", "bare FastAPI+httpx proxy"
+DIRECT, GATEWAY, BARE = "direct", "kiban serve --upstream", "bare FastAPI+aiohttp proxy"
 
 PROMPTS = [
     "日本の首都は東京です。東京には多くの人が住んでいます。",

@@ -112,3 +112,56 @@ def build_tiny_model(directory: Path, *, seed: int = 0, max_seq_len: int = 256) 
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Shared by the serve tests; treat as read-only (copy it before changing files)."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+# ---------------------------------------------------------------------------------------------
+# a tiny model whose tokenizer was *trained* (kiban's BPE trainer, real merges): what the GGUF
+# export and llama.cpp parity tests need (the hand-built tiny tokenizer above has no merges)
+
+GPL3 = Path("/usr/share/common-licenses/GPL-3")
+
+
+def build_trained_tiny_model(directory: Path, *, seed: int = 0, vocab_size: int = 1000) -> Path:
+    """`build_tiny_model`'s 2-layer Llama, with a 1000-id tokenizer trained by `kiban tokenizer
+    train` on 60 Japanese man pages and GPL-3, and a checkpoint-like manifest (licences, hashes)."""
+    import re
+
+    import torch
+
+    from kiban.artifacts import Manifest, sha256_file, write_manifest
+    from kiban.curate.shards import docs_table, write_table
+    from kiban.model.config import preset
+    from kiban.model.hf import save_hf
+    from kiban.model.llama import Llama
+    from kiban.records import Document
+    from kiban.tokenizer.train import TokenizerConfig, train_tokenizer
+
+    ja = ja_texts(require_manpages_ja(), 60)
+    en = [p for p in re.split(r"\n\s*\n", GPL3.read_text(encoding="utf-8")) if len(p) > 200][:40]
+    corpus = directory.parent / f"{directory.name}-corpus"
+    docs = [Document(f"ja-{i}", t, "test", "LicenseRef-JM", "0" * 64, {"lang": "ja"}) for i, t in enumerate(ja)]
+    docs += [Document(f"en-{i}", t, "test", "GPL-3+", "0" * 64, {"lang": "en"}) for i, t in enumerate(en)]
+    corpus.mkdir(parents=True, exist_ok=True)
+    write_table(docs_table(docs), corpus / "part-00000.parquet")
+    licenses = {"LicenseRef-JM": len(ja), "GPL-3+": len(en)}
+    write_manifest(corpus, Manifest(kind="corpus", stats={"documents": len(docs)}, licenses=licenses))
+    train_tokenizer(corpus, directory, TokenizerConfig(vocab_size=vocab_size, model_max_length=256), overwrite=True)
+    (directory / "manifest.json").unlink()  # the tokenizer's; the model gets its own below
+    cfg = preset("tiny", vocab_size=vocab_size, max_seq_len=256)
+    torch.manual_seed(seed)
+    model = Llama(cfg)
+    with torch.no_grad():  # as build_tiny_model: a sharper head, so greedy decoding is meaningful
+        model.lm_head.weight.mul_(3)
+    save_hf(model, directory, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
+    write_manifest(
+        directory,
+        Manifest(kind="checkpoint", inputs=[], licenses=licenses, extra={"files": files}),
+    )
+    return directory
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the export and llama.cpp tests; treat as read-only."""
+    return build_trained_tiny_model(tmp_path_factory.mktemp("trained-tiny") / "model")

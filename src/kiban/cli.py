@@ -209,17 +209,93 @@ def train(
         list[str] | None, typer.Option("--set", help="Override a config field: optim.lr=3e-4")
     ] = None,
     json_lines: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines.")] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Continual pre-training from this model (kiban checkpoint or local HF Llama dir): model.init_from.",
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option("--replay", help="Token shards of the original data to replay: data.replay_shards."),
+    ] = None,
+    replay_ratio: Annotated[
+        float | None,
+        typer.Option("--replay-ratio", help="Fraction of each batch from --replay: data.replay_ratio."),
+    ] = None,
 ) -> None:
     """Pre-train a Llama-family model on token shards (one process, or under torchrun with DDP or
-    FSDP2); writes a Hugging Face checkpoint with its lineage, metrics.jsonl and a loss curve. A
-    killed run resumes from its last checkpoint when started again."""
+    FSDP2), or continue pre-training one (--init-from, with --replay of the original data); writes a
+    Hugging Face checkpoint with its lineage, metrics.jsonl and a loss curve. A killed run resumes
+    from its last checkpoint when started again."""
     from kiban.progress import default_mode
     from kiban.train.config import load_train_config
     from kiban.train.loop import run as run_train
 
-    cfg = load_train_config(config, list(set_ or []))
+    overrides = list(set_ or [])
+    if init_from is not None:
+        overrides.append(f"model.init_from={init_from}")
+    if replay is not None:
+        overrides.append(f"data.replay_shards={replay}")
+    if replay_ratio is not None:
+        overrides.append(f"data.replay_ratio={replay_ratio}")
+    cfg = load_train_config(config, overrides)
     result = run_train(cfg, progress=default_mode(json_lines))
     _summary(json_lines, {"event": "done", **result}, f"checkpoint: {cfg.out_dir}/  {_brief(result)}")
+
+
+@app.command()
+def finetune(
+    config: Annotated[
+        str,
+        typer.Argument(
+            help="finetune.yaml (see examples/finetune-lora.yaml), or `merge` to fold an adapter."
+        ),
+    ],
+    adapter: Annotated[Path | None, typer.Argument(help="merge: the LoRA adapter directory.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field: lora.rank=16")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="merge: the merged checkpoint directory.")] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="merge: the base model (default: the adapter's base_model_name_or_path)."
+        ),
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="Progress and summary as JSON lines.")] = False,
+) -> None:
+    """Instruction-tune a model on chat data (JSONL of {"messages": [...]}), full or LoRA:
+    `kiban finetune CONFIG.yaml [--set k=v]`. Fold a LoRA adapter into a full checkpoint that
+    transformers loads: `kiban finetune merge ADAPTER --out DIR [--base DIR]`."""
+    from kiban.errors import ConfigError
+
+    if config == "merge":
+        if adapter is None or out is None:
+            raise ConfigError("usage: kiban finetune merge ADAPTER --out DIR [--base DIR]")
+        from kiban.finetune.merge import merge_adapter
+
+        result = merge_adapter(adapter, out, base=base)
+        _summary(
+            json_lines,
+            {"event": "done", **result},
+            f"merged checkpoint: {out}/  layers={result['merged_layers']}",
+        )
+        return
+    if adapter is not None:
+        raise ConfigError(
+            f"unexpected argument {str(adapter)!r}; usage: kiban finetune CONFIG.yaml [--set k=v]"
+        )
+    from kiban.finetune.config import load_finetune_config
+    from kiban.finetune.loop import run as run_finetune
+    from kiban.progress import default_mode
+
+    cfg = load_finetune_config(Path(config), list(set_ or []))
+    result = run_finetune(cfg, progress=default_mode(json_lines))
+    what = "adapter" if cfg.method == "lora" else "checkpoint"
+    line = f"{what}: {cfg.out_dir}/  {_brief(result)}  init_eval_loss={result.get('init_eval_loss')}  quarantined={result.get('quarantined')}"
+    _summary(json_lines, {"event": "done", **result}, line)
 
 
 def _brief(result: dict) -> str:
@@ -299,6 +375,35 @@ def plan(
         recompute=recompute,
     )
     typer.echo(json.dumps(p.to_dict(), indent=2) if json_out else format_plan(p))
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="A kiban checkpoint or local Hugging Face Llama directory.")],
+    out: Annotated[Path, typer.Option("--out", help="FILE.gguf (--format gguf) or a new directory (hf).")],
+    format_: Annotated[str, typer.Option("--format", help="gguf (llama.cpp) or hf (Hugging Face).")] = "gguf",
+    quant: Annotated[str, typer.Option(help="gguf weights: f32, f16, q8_0 or q4_k_m.")] = "f16",
+    dtype: Annotated[str, typer.Option(help="hf weights: float32, bfloat16 or float16.")] = "float32",
+    threads: Annotated[int | None, typer.Option(help="Threads for llama.cpp's quantizer (q4_k_m).")] = None,
+) -> None:
+    """Export MODEL for other engines: one GGUF file for llama.cpp (with its tokenizer, chat template,
+    lineage and licences, and a FILE.gguf.manifest.json holding its sha256), or a clean Hugging Face
+    directory (no training state)."""
+    from kiban.errors import ConfigError
+
+    if format_ == "gguf":
+        from kiban.export.gguf import export_gguf, sidecar_path
+
+        path = export_gguf(model, out, quant=quant, threads=threads)
+        typer.echo(
+            f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB, {quant}) and {sidecar_path(path).name}"
+        )
+    elif format_ == "hf":
+        from kiban.export.hf import export_hf
+
+        typer.echo(f"wrote {export_hf(model, out, dtype=dtype)} ({dtype})")
+    else:
+        raise ConfigError(f"--format must be gguf or hf, got {format_!r}")
 
 
 keys_app = typer.Typer(help="API keys of `kiban serve`: create, list, revoke.", no_args_is_help=True)
@@ -494,7 +599,10 @@ def eval_(
 @app.command()
 def serve(
     model: Annotated[
-        Path | None, typer.Argument(help="A kiban checkpoint or local Hugging Face Llama directory.")
+        Path | None,
+        typer.Argument(
+            help="A kiban checkpoint, a local Hugging Face Llama directory, or a kiban .gguf file."
+        ),
     ] = None,
     host: Annotated[
         str, typer.Option(help="Address to bind; non-loopback needs TLS or --insecure.")

@@ -87,7 +87,8 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, nh, T, hs) by the angles of positions 0..T-1 (cos, sin: (T, hs))."""
+    """Rotate x (B, nh, T, hs) by its positions' angles (cos, sin: (T, hs), or (B, 1, T, hs) when
+    each row has its own positions, as packed fine-tuning rows do)."""
     return x * cos + rotate_half(x) * sin
 
 
@@ -114,7 +115,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`mask` (B, 1, T, T) bool, True where a query may attend to a key; None: plain causal."""
         B, T, C = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
@@ -122,7 +126,10 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k = repeat_kv(k, self.n_heads // self.n_kv_heads)  # (B, nh, T, hs)
         v = repeat_kv(v, self.n_heads // self.n_kv_heads)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, C)
         return self.o_proj(y)
 
@@ -150,8 +157,10 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)  # (B, T, C)
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask)  # (B, T, C)
         x = x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
         return x
 
@@ -209,13 +218,24 @@ class Llama(nn.Module):
         self.rope_cos, self.rope_sin = rope_cos_sin(self.cfg, device)
 
     def forward(
-        self, tokens: torch.Tensor, targets: torch.Tensor | None = None, *, return_logits: bool = True
+        self,
+        tokens: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        return_logits: bool = True,
+        position_ids: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor | None, torch.Tensor]:
         """tokens (B, T) -> logits (B, T, V); with targets (B, T), (logits, mean cross-entropy loss).
 
         Targets equal to -100 are left out of the mean; the loss is computed in float32. With
         `return_logits=False` (training) the logits are never materialised: the output projection
         and the loss run chunk by chunk (`kiban.model.loss`), and (None, loss) comes back.
+
+        Packed rows (several documents in one row, `kiban.finetune.packing`) pass `position_ids`
+        (B, T), each document counting from 0, and `attn_mask` (B, 1, T, T) bool, True where a
+        query may attend to a key (causal and within its own document); both default to one
+        causal sequence per row.
         """
         B, T = tokens.shape
         if T > self.cfg.max_seq_len:
@@ -223,10 +243,14 @@ class Llama(nn.Module):
                 f"sequence of {T} tokens is longer than model.max_seq_len={self.cfg.max_seq_len}"
             )
         x = self.embed_tokens(tokens)  # (B, T, C)
-        cos = self.rope_cos[:T].to(x.dtype)  # (T, hs)
-        sin = self.rope_sin[:T].to(x.dtype)  # (T, hs)
+        if position_ids is None:
+            cos = self.rope_cos[:T].to(x.dtype)  # (T, hs)
+            sin = self.rope_sin[:T].to(x.dtype)  # (T, hs)
+        else:
+            cos = self.rope_cos[position_ids].to(x.dtype)[:, None]  # (B, 1, T, hs)
+            sin = self.rope_sin[position_ids].to(x.dtype)[:, None]  # (B, 1, T, hs)
         for block in self.layers:
-            x = block(x, cos, sin)  # (B, T, C)
+            x = block(x, cos, sin) if attn_mask is None else block(x, cos, sin, attn_mask)  # (B, T, C)
         x = self.norm(x)  # (B, T, C)
         if targets is not None and not return_logits:
             loss = linear_cross_entropy(x.reshape(B * T, -1), self.lm_head.weight, targets.reshape(B * T))

@@ -41,7 +41,8 @@ def _forward(
     n_valid = int(valid.sum())
     loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
     grad_h = torch.empty_like(h) if grads else None
-    grad_w = torch.zeros_like(weight, dtype=torch.float32) if grads else None
+    # a frozen output head (LoRA, kiban.finetune) needs no (V, C) gradient: skip that matmul
+    grad_w = torch.zeros_like(weight, dtype=torch.float32) if grads and weight.requires_grad else None
     scale = 1.0 / max(n_valid, 1)
     for s in range(0, h.shape[0], chunk):
         hc, tc, vc = h[s : s + chunk], targets[s : s + chunk], valid[s : s + chunk]
@@ -59,7 +60,8 @@ def _forward(
             probs[torch.arange(len(tc), device=h.device), safe] -= 1.0
             probs *= (vc.float() * scale)[:, None]  # d(mean loss)/d(logits)
             grad_h[s : s + chunk] = (probs.to(hc.dtype) @ weight.to(hc.dtype)).to(h.dtype)
-            grad_w += probs.T @ hc.float()  # (V, C)
+            if grad_w is not None:
+                grad_w += probs.T @ hc.float()  # (V, C)
     return loss_sum * scale, grad_h, grad_w
 
 
@@ -67,10 +69,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, targets, chunk):  # noqa: ANN001, ANN205 - autograd's signature
         loss, grad_h, grad_w = _forward(h, weight, targets, chunk, grads=True)
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
+        ctx.has_grad_w = grad_w is not None
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if grad_w is not None else None)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_out, grad_w * grad_out, None, None
+        return grad_h * grad_out, grad_w * grad_out if ctx.has_grad_w else None, None, None

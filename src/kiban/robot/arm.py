@@ -27,6 +27,7 @@ Standard (distal) DH: T_i = Rz(θ_i) · Tz(d_i) · Tx(a_i) · Rx(α_i); the tool
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,3 +87,30 @@ def link_points(q: np.ndarray, dh: DH = UR5E, tool_offset_m: float = TOOL_OFFSET
 def tool_position(q: np.ndarray, dh: DH = UR5E, tool_offset_m: float = TOOL_OFFSET_M) -> np.ndarray:
     """The tool centre point in the base frame. # (3,)"""
     return forward(q, dh, tool_offset_m)[-1, :3, 3]
+
+
+def axis_reach_m(dh: DH = UR5E, tool_offset_m: float = TOOL_OFFSET_M) -> np.ndarray:
+    """R̂[i, j]: an upper bound, over every q, on the distance of link point i (0 base .. 7 tool) from the
+    axis of joint j + 1; 0 where the joint does not move the point. A point turning by h about that axis
+    moves at most R̂·h: the lever of every braking-distance bound (the supervisor's, the planner's). # (8, 6)
+
+    >>> axis_reach_m()[7, 5]   # wrist 3 turns about the tool's own axis
+    0.0
+    """
+    return np.array(
+        [[_axis_reach(dh, tool_offset_m, i, jj) for jj in range(N_JOINTS)] for i in range(N_JOINTS + 2)]
+    )
+
+
+def _axis_reach(dh: DH, tool_offset_m: float, i: int, jj: int) -> float:
+    """An upper bound, over every q, on the distance of link point i (0 base .. 7 tool) from the axis of
+    joint jj + 1 (z_jj through o_jj). o_i − o_jj = Σ_l (d_l z_(l−1) + a_l x_l) over DH rows l = jj+1..i:
+    each a_l counts in full; d_l only once some α between makes z_(l−1) leave the axis's direction
+    (so wrist 3 does not move the tool centre, and the UR's parallel shoulder/elbow axes lose d4)."""
+    reach, parallel = 0.0, True
+    for row in range(jj, min(i, N_JOINTS)):  # 0-based DH rows jj .. i-1
+        reach += abs(dh.a_m[row]) + (0.0 if parallel else abs(dh.d_m[row]))
+        parallel = parallel and abs(math.sin(dh.alpha_rad[row])) < 1e-12
+    if i == N_JOINTS + 1 and not parallel:
+        reach += tool_offset_m
+    return reach if i > jj else 0.0

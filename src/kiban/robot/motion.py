@@ -160,8 +160,8 @@ class Clearance:
     supervisor's acceleration and jerk limits, which set how far the arm runs on while braking.
 
     The supervisor accepts a command only if braking from it keeps those bounds (safety.py), so a plan
-    fast near a bound is clamped or stopped. `braking_ratio` estimates the same braking reach, after
-    the supervisor's bound (Σ_j |p_i − o_j|·h_j over the joints j that move point i), and the skills
+    fast near a bound is clamped or stopped. `braking_reach_m` bounds the same braking reach as the
+    supervisor does (levers measured to each joint's axis, plus the curvature term), and the skills
     slow a plan until the reach uses at most `use_fraction` of the clearance.
     """
 
@@ -191,18 +191,57 @@ class Clearance:
 
 
 _SEG = np.linspace(0.0, 1.0, 5)[:, None, None]  # (5, 1, 1) samples along each link segment
-_MOVES = np.tri(arm.N_JOINTS + 2, arm.N_JOINTS, -1, dtype=bool)  # (8, 6): joint j moves point i iff j < i
+_AXIS_REACH_M = arm.axis_reach_m()  # (8, 6) R̂: bound over every q on point i's distance from joint j's axis
+_CURVATURE_M = _AXIS_REACH_M[:, np.maximum(np.arange(6)[:, None], np.arange(6)[None, :])]  # (8, 6, 6)
+_BRAKE_GRID_S = 0.002 * 1.05 ** np.arange(200)[:, None]  # (200, 1) braking times tried, 5 % apart
+BRAKE_TIME_MARGIN = 1.1
+"""The supervisor brakes on a grid of whole cycles (5 % apart): its plan may be this much longer."""
+
+
+def braking_time_s(qd_rad_s: np.ndarray, qdd_rad_s2: np.ndarray, acc: np.ndarray, jerk: np.ndarray) -> float:
+    """How long the supervisor's braking plan from (qd, qdd) takes, at most: the shortest time T (one
+    for every joint, as the supervisor's plan) in which the acceleration profile a0 + C1 τ + C2 τ²
+    (τ = t/T) brings speed and acceleration to zero within `acc` and `jerk`, times BRAKE_TIME_MARGIN."""
+    v, a0 = np.asarray(qd_rad_s, dtype=np.float64), np.asarray(qdd_rad_s2, dtype=np.float64)
+    if not (v.any() or a0.any()):
+        return 0.0
+    T = _BRAKE_GRID_S  # (G, 1) against (6,) joints
+    c1, c2 = -6 * v / T - 4 * a0, 6 * v / T + 3 * a0  # a(τ) = a0 + c1 τ + c2 τ², a(1) = 0, ∫a dt = −v
+    ok = (np.abs(c1) <= jerk * T) & (np.abs(c1 + 2 * c2) <= jerk * T)  # jerk extremes: τ = 0 and 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(c2 != 0, -c1 / (2 * c2), -1.0)
+    inner = (tau > 0) & (tau < 1)
+    ok &= ~inner | (np.abs(a0 + c1 * tau + c2 * tau * tau) <= acc)
+    fits = np.flatnonzero(ok.all(axis=1))
+    t = float(T[fits[0], 0]) if len(fits) else math.inf
+    return BRAKE_TIME_MARGIN * t + 0.004
+
+
+def braking_reach_m(
+    q_rad: np.ndarray, qd_rad_s: np.ndarray, qdd_rad_s2: np.ndarray, acc: np.ndarray, jerk: np.ndarray
+) -> np.ndarray:
+    """An upper bound on how far each link point (base .. tool) moves while the supervisor brakes from
+    (q, qd, qdd): joint j runs on at most h_j = |v_j| T/2 + |a_j| T²/12 (the plan's displacement), and
+    point i then moves at most Σ_j R_ij h_j + ½ Σ_jk M_ijk h_j h_k, R_ij its distance from joint j's AXIS
+    at q and M the curvature bound over every q (Taylor), never more than Σ_j R̂_ij h_j. # (8,)"""
+    v, a = np.abs(qd_rad_s), np.abs(qdd_rad_s2)
+    T = braking_time_s(qd_rad_s, qdd_rad_s2, acc, jerk)
+    if T == 0.0:
+        return np.zeros(arm.N_JOINTS + 2)
+    h = v * T / 2 + a * T * T / 12  # (6,)
+    frames = arm.forward(q_rad)  # (8, 4, 4)
+    P, Z = frames[:, :3, 3], frames[: arm.N_JOINTS, :3, 2]  # (8, 3) points, (6, 3) joint axes
+    D = P[:, None, :] - P[None, : arm.N_JOINTS, :]  # (8, 6, 3) from a point on each axis
+    along = np.einsum("ijk,jk->ij", D, Z)  # (8, 6)
+    R = np.sqrt(np.maximum((D * D).sum(-1) - along * along, 0.0)) * (_AXIS_REACH_M > 0)  # (8, 6)
+    return np.minimum(R @ h + 0.5 * ((_CURVATURE_M @ h) @ h), _AXIS_REACH_M @ h)
 
 
 def braking_ratio(q_rad: np.ndarray, qd_rad_s: np.ndarray, qdd_rad_s2: np.ndarray, c: Clearance) -> float:
-    """Estimated braking reach over `use_fraction` of the clearance, worst link sample (> 1: too fast
-    here); inf when the arm itself is outside the workspace or inside a zone."""
+    """Braking reach (braking_reach_m) over `use_fraction` of the clearance, worst link sample (> 1: too
+    fast here); inf when the arm itself is outside the workspace or inside a zone."""
     P = arm.link_points(q_rad)  # (8, 3)
-    v, a = np.abs(qd_rad_s), np.abs(qdd_rad_s2)
-    brake_s = float(np.max(np.maximum(1.5 * v / c.brake_acc_rad_s2, np.sqrt(6 * v / c.brake_jerk_rad_s3))))
-    h = v * brake_s / 2 + a * brake_s**2 / 8  # (6,) how far each joint runs on while braking
-    L = np.linalg.norm(P[:, None, :] - P[None, : arm.N_JOINTS, :], axis=2) * _MOVES  # (8, 6)
-    reach = 1.5 * (L @ h)  # (8,): the supervisor's bound adds second-order terms: 1.5 stands in
+    reach = braking_reach_m(q_rad, qd_rad_s, qdd_rad_s2, c.brake_acc_rad_s2, c.brake_jerk_rad_s3)  # (8,)
     A, B = P[1:-1], P[2:]  # segments shoulder→…→tool, (6, 3) each
     S = A[None] + _SEG * (B - A)[None]  # (5, 6, 3)
     r = np.maximum(reach[1:-1], reach[2:])[None, :]  # (1, 6) a segment's reach: its larger end's

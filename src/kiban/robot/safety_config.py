@@ -327,9 +327,7 @@ class CompiledSafety:
         cls, c: SafetyConfig, dh: arm.DH = arm.UR5E, tool_offset_m: float = arm.TOOL_OFFSET_M
     ) -> CompiledSafety:
         j = c.joints
-        reach = np.array(
-            [[_axis_reach(dh, tool_offset_m, i, jj) for jj in range(N_JOINTS)] for i in range(N_JOINTS + 2)]
-        )
+        reach = arm.axis_reach_m(dh, tool_offset_m)
         # ∂p_i/∂q_j = z_j × (p_i − o_j) =: c_j; ∂c_j/∂q_k is c_j or c_k turned by 90° (whichever joint is
         # further out), so |∂²p_i/∂q_j∂q_k| ≤ R[i, max(j, k)].
         jj = np.arange(N_JOINTS)
@@ -371,17 +369,3 @@ class CompiledSafety:
             reaction_time_s=c.separation.reaction_time_s,
             warning_margin_m=c.separation.warning_margin_m,
         )
-
-
-def _axis_reach(dh: arm.DH, tool_offset_m: float, i: int, jj: int) -> float:
-    """An upper bound, over every q, on the distance of link point i (0 base .. 7 tool) from the axis of
-    joint jj + 1 (z_jj through o_jj). o_i − o_jj = Σ_l (d_l z_(l−1) + a_l x_l) over DH rows l = jj+1..i:
-    each a_l counts in full; d_l only once some α between makes z_(l−1) leave the axis's direction
-    (so wrist 3 does not move the tool centre, and the UR's parallel shoulder/elbow axes lose d4)."""
-    reach, parallel = 0.0, True
-    for row in range(jj, min(i, N_JOINTS)):  # 0-based DH rows jj .. i-1
-        reach += abs(dh.a_m[row]) + (0.0 if parallel else abs(dh.d_m[row]))
-        parallel = parallel and abs(math.sin(dh.alpha_rad[row])) < 1e-12
-    if i == N_JOINTS + 1 and not parallel:
-        reach += tool_offset_m
-    return reach if i > jj else 0.0

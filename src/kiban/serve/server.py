@@ -3,6 +3,7 @@
     kiban serve out/model                                  # loopback:8000, in-process engine
     kiban serve out/model --host 0.0.0.0 --tls-cert c.pem --tls-key k.pem
     kiban serve --upstream http://gpu-box:8001/v1          # the gateway in front of vLLM
+    kiban serve out/model-q4_k_m.gguf                      # llama.cpp as the engine (edge, CPU)
 
 Binding rules: loopback unless told otherwise; a non-loopback address needs TLS, or `--insecure`
 said out loud. SIGTERM/SIGINT stop accepting connections, let in-flight requests (streams
@@ -80,7 +81,10 @@ def build_gateway(opts: ServeOptions, config: ServeConfig):  # -> Gateway
         logs.log("upstream", url=backend.base_url)
     else:
         assert opts.model is not None
-        backend = load_native_backend(opts.model, config, trusted_key=opts.trusted_key)
+        if Path(opts.model).suffix == ".gguf":  # one llama.cpp file: the edge engine
+            backend = load_gguf_backend(opts.model, config, trusted_key=opts.trusted_key)
+        else:
+            backend = load_native_backend(opts.model, config, trusted_key=opts.trusted_key)
     state = Path(opts.state)
     keys = KeyStore(state)
     audit_keys = load_or_create_keys(state)
@@ -130,6 +134,36 @@ def load_native_backend(model: Path, config: ServeConfig, *, trusted_key: Path |
         model_name=name,
         max_tokens_cap=config.limits.max_tokens,
         max_prompts=config.limits.max_prompts,
+    )
+
+
+def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | None = None):
+    """A .gguf file written by `kiban export`: its sidecar hash checked, llama.cpp as the engine."""
+    from kiban.serve import logs
+    from kiban.serve.chat import ChatFormat
+    from kiban.serve.engine.llamacpp import LlamaCppEngine, read_gguf_info, verify_gguf
+    from kiban.serve.serving import NativeBackend
+
+    model = Path(model)
+    if trusted_key is not None:  # signatures cover a directory's manifest.json (kiban sign)
+        raise ConfigError(f"--trusted-key: {model} is a single .gguf file; signed GGUF files are not supported yet")
+    report = verify_gguf(model)
+    logs.log("integrity", level=20 if report["verified"] else 30, model=str(model), **report)
+    info = read_gguf_info(model)
+    name = config.model_name or model.stem
+    engine = LlamaCppEngine.from_file(model, threads=config.engine.threads, model_id=name)
+    chat = None
+    if info.chat_template:
+        chat = ChatFormat(
+            info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or "", source=str(model)
+        )
+    return NativeBackend(
+        engine,
+        model,
+        model_name=name,
+        max_tokens_cap=config.limits.max_tokens,
+        max_prompts=config.limits.max_prompts,
+        single_file=(info.tokenizer_json, chat, info.eos_token_ids),
     )
 
 

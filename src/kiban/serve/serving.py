@@ -44,20 +44,34 @@ class NativeBackend:
     """OpenAI routes answered by an `Engine` running in this process."""
 
     def __init__(
-        self, engine: Engine, model_dir: Path, *, model_name: str, max_tokens_cap: int, max_prompts: int = 64
+        self,
+        engine: Engine,
+        model_dir: Path,
+        *,
+        model_name: str,
+        max_tokens_cap: int,
+        max_prompts: int = 64,
+        single_file: tuple[str, ChatFormat | None, list[int]] | None = None,
     ) -> None:
+        """`single_file`: (tokenizer.json text, chat format, EOS ids) of a model that is one file
+        (a .gguf read by `server.load_gguf_backend`) rather than a directory to read them from."""
         self.engine = engine
         self.max_prompts = max_prompts
         self.model_name = model_name
         self.max_tokens_cap = max_tokens_cap
         self.created = int(Path(model_dir).stat().st_mtime)
+        if single_file is not None:
+            self._tokenizer_json, self.chat_format, self.eos_ids = single_file
+            self.chat_unavailable = f"{model_dir} holds no tokenizer.chat_template"
+            self._grammar: GrammarCompiler | None = None
+            return
         try:
             self.chat_format: ChatFormat | None = ChatFormat.from_dir(Path(model_dir))
         except KibanError as e:  # a base model without a chat template still serves /v1/completions
             self.chat_format, self.chat_unavailable = None, str(e)
         self.eos_ids = _eos_ids(Path(model_dir))
         self._tokenizer_json = (Path(model_dir) / "tokenizer.json").read_text(encoding="utf-8")
-        self._grammar: GrammarCompiler | None = None
+        self._grammar = None
 
     # -- models ---------------------------------------------------------------------------------
 

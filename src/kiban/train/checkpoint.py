@@ -109,10 +109,11 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     state: dict[str, Any],
     config: dict[str, Any],
-    inputs: list[Path],
+    inputs: list[tuple[Path, str]],
     stats: dict[str, Any],
     shards: TokenShards,
     tokenizer_dir: Path | None,
+    licenses: dict[str, int],
 ) -> Path:
     """Write `checkpoints/step-NNNNNN/` atomically (rank 0 only); returns its path."""
     final = step_dir(out_dir, step)
@@ -143,7 +144,8 @@ def save_checkpoint(
     write_json_atomic(tmp / STATE / "state.json", state)
     files = model_files(tmp, _model_paths(tmp))
     write_manifest(
-        tmp, checkpoint_manifest(final, config=config, inputs=inputs, shards=shards, stats=stats, files=files)
+        tmp,
+        checkpoint_manifest(final, config=config, inputs=inputs, licenses=licenses, stats=stats, files=files),
     )
     for f in tmp.rglob("*"):
         if f.is_file():
@@ -158,20 +160,21 @@ def checkpoint_manifest(
     where: Path,
     *,
     config: dict[str, Any],
-    inputs: list[Path],
-    shards: TokenShards,
+    inputs: list[tuple[Path, str]],
+    licenses: dict[str, int],
     stats: dict[str, Any],
     files: dict[str, str] | None = None,
 ) -> Manifest:
-    """kind "checkpoint" for the directory `where`: the resolved config, the token shards as inputs
-    (paths relative to `where`, sha256 of their manifests), the corpus licences they forward and,
-    as the top-level key `files`, the sha256 of every model file (see `model_files`)."""
+    """kind "checkpoint" for the directory `where`: the resolved config, the inputs as (path, kind)
+    (token shards, and for continual pre-training the base model and replay shards; paths relative
+    to `where`, sha256 of their manifests), the licences they forward (`train_licenses`) and, as
+    the top-level key `files`, the sha256 of every model file (see `model_files`)."""
     return Manifest(
         kind=KIND,
         config=config,
-        inputs=[input_record(p, "tokens", relative_to=where) for p in inputs],
+        inputs=[input_record(p, kind, relative_to=where) for p, kind in inputs],
         stats=stats,
-        licenses=dict(shards.manifest.licenses),
+        licenses=dict(licenses),
         extra={} if files is None else {"files": files},
     )
 
@@ -208,9 +211,9 @@ def write_final(
     ckpt: Path,
     *,
     config: dict[str, Any],
-    inputs: list[Path],
+    inputs: list[tuple[Path, str]],
     stats: dict[str, Any],
-    shards: TokenShards,
+    licenses: dict[str, int],
 ) -> None:
     """Make `out_dir` the final checkpoint: hard links to `ckpt`'s files, then manifest.json last."""
     out_dir = Path(out_dir)
@@ -231,8 +234,49 @@ def write_final(
     files = model_files(out_dir, _model_paths(ckpt))
     write_manifest(
         out_dir,
-        checkpoint_manifest(out_dir, config=config, inputs=inputs, shards=shards, stats=stats, files=files),
+        checkpoint_manifest(out_dir, config=config, inputs=inputs, licenses=licenses, stats=stats, files=files),
     )
+
+
+def model_licenses(model_dir: Path) -> dict[str, int]:
+    """The licences a base model forwards: its manifest's table (a kiban artifact), else the
+    `license:` of its Hugging Face model card (README.md front matter), else {"unknown": 1}.
+
+    >>> model_licenses(Path("/nonexistent"))
+    {'unknown': 1}
+    """
+    import yaml
+
+    model_dir = Path(model_dir)
+    if (model_dir / MANIFEST).is_file():
+        from kiban.artifacts import read_manifest
+
+        return dict(read_manifest(model_dir).licenses)
+    card = model_dir / "README.md"
+    if card.is_file():
+        text = card.read_text(encoding="utf-8", errors="replace")
+        if text.startswith("---"):
+            try:
+                front = yaml.safe_load(text.split("---", 2)[1])
+            except yaml.YAMLError:
+                front = None
+            lic = front.get("license") if isinstance(front, dict) else None
+            if isinstance(lic, str) and lic.strip():
+                return {lic.strip(): 1}
+    return {"unknown": 1}
+
+
+def merge_licenses(*tables: dict[str, int]) -> dict[str, int]:
+    """Sum licence tables (counts of documents, or of models, per licence), largest first.
+
+    >>> merge_licenses({"GPL-2+": 3}, {"GPL-2+": 1, "MIT": 2})
+    {'GPL-2+': 4, 'MIT': 2}
+    """
+    out: dict[str, int] = {}
+    for t in tables:
+        for k, v in t.items():
+            out[k] = out.get(k, 0) + int(v)
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def read_state(ckpt: Path) -> dict[str, Any]:

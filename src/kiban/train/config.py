@@ -33,6 +33,11 @@ class ModelSection:
     overrides: dict[str, Any] = field(default_factory=dict)
     """ModelConfig fields to replace, e.g. `{n_layers: 4}`. `vocab_size` defaults to the shards'; a
     larger one (padded for matmul efficiency) is allowed, a smaller one is refused."""
+    init_from: str | None = None
+    """Continual pre-training: start from this model directory (a kiban checkpoint, or a local Hugging
+    Face `LlamaForCausalLM` directory with its tokenizer) instead of a random init. Its config.json
+    gives the shape (`preset` and `overrides` are then not used); the shards must have been made with
+    its tokenizer.json; its lineage and licences become part of the new checkpoint's."""
 
 
 @dataclass
@@ -53,6 +58,13 @@ class DataConfig:
     """Tokenizer directory to check the shards against (sha256 of tokenizer.json and vocabulary size).
     When unset, the tokenizer the shards' manifest names as an input is used if it still exists; its
     files are copied into every checkpoint."""
+    replay_shards: str | None = None
+    """Continual pre-training: token shards of the original data (same tokenizer) mixed into every
+    batch, `replay_ratio` of the samples, against forgetting. Their held-out tail (`eval_fraction`) is
+    evaluated too, as `replay_eval_loss`."""
+    replay_ratio: float = 0.0
+    """Fraction of each batch's sequences drawn from `replay_shards` (each sample picks its source with
+    its own seeded draw); 0 with replay_shards set only evaluates on them."""
 
 
 @dataclass
@@ -171,6 +183,15 @@ class TrainConfig:
             value = getattr(b, name)
             if value is not None and value < 1:
                 raise ConfigError(f"batch.{name} must be ≥ 1, got {value}")
+        if not 0 <= self.data.replay_ratio < 1:
+            raise ConfigError(f"data.replay_ratio must be in [0, 1), got {self.data.replay_ratio}")
+        if self.data.replay_ratio > 0 and not self.data.replay_shards:
+            raise ConfigError("data.replay_ratio is set but data.replay_shards is not: which data to replay?")
+        if self.model.init_from and self.model.overrides:
+            raise ConfigError(
+                "model.overrides cannot be combined with model.init_from: the shape comes from "
+                f"{self.model.init_from}/config.json"
+            )
         if not 0 <= self.data.eval_fraction < 1:
             raise ConfigError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         if self.optim.lr <= 0:

@@ -27,6 +27,7 @@ from kiban.errors import ConfigError, DataError
 from kiban.tokenizer.shards import TokenShards
 
 _TRAIN, _EVAL = 0, 1  # first key word: train and eval draws never share a generator
+_REPLAY = 2  # appended to a sample's key for its replay-or-not draw
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,33 @@ class Windows:
         return self.window(k)
 
 
+class Mixture:
+    """Continual pre-training with replay: each sample comes from `replay` with probability `ratio`
+    (its own seeded draw, so the mix is a pure function of the sample's key), else from `primary`.
+
+        >>> a = Windows([np.zeros(50, dtype=np.uint16)], [Segment(0, 0, 50)], seq_len=8)
+        >>> b = Windows([np.ones(50, dtype=np.uint16)], [Segment(0, 0, 50)], seq_len=8)
+        >>> m = Mixture(a, b, 0.25)
+        >>> abs(sum(int(m.draw((0, 0, 0, j))[0]) for j in range(4000)) / 4000 - 0.25) < 0.02
+        True
+    """
+
+    def __init__(self, primary: Windows, replay: Windows, ratio: float) -> None:
+        self.primary, self.replay, self.ratio = primary, replay, ratio
+        self.seq_len = primary.seq_len
+
+    def draw(self, key: tuple[int, ...]) -> np.ndarray:
+        from_replay = np.random.default_rng([*key, _REPLAY]).random() < self.ratio
+        return (self.replay if from_replay else self.primary).draw(key)
+
+
 def _stack(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     xy = torch.from_numpy(np.stack(rows))  # (B, T + 1)
     return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()  # (B, T), (B, T)
 
 
 def train_batch(
-    windows: Windows, *, step: int, micro: int, rank: int, micro_batch: int, world_size: int, seed: int
+    windows: Windows | Mixture, *, step: int, micro: int, rank: int, micro_batch: int, world_size: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets), int64 (micro_batch, seq_len): micro-batch `micro` of `rank` at `step`."""
     first = (micro * world_size + rank) * micro_batch

@@ -35,8 +35,16 @@ from kiban.progress import Mode, Progress
 from kiban.tokenizer.shards import TokenShards
 from kiban.train import checkpoint as ckpt
 from kiban.train.baseline import unigram_loss
-from kiban.train.config import TrainConfig, config_diff, load_train_config
-from kiban.train.data import Windows, check_compatible, eval_batch, split_heldout, train_batch, whole
+from kiban.train.config import OptimConfig, TrainConfig, config_diff, load_train_config
+from kiban.train.data import (
+    Mixture,
+    Windows,
+    check_compatible,
+    eval_batch,
+    split_heldout,
+    train_batch,
+    whole,
+)
 from kiban.train.metrics import LOSS_PNG, MetricsLog, gpu_peak_tflops, mfu, plot_loss
 from kiban.train.parallelize import (
     World,
@@ -65,14 +73,20 @@ class Prepared:
     mode: str
     model_cfg: ModelConfig
     shards: TokenShards
-    inputs: list[Path]
+    inputs: list[tuple[Path, str]]
+    """(directory, kind) of every input: token shards, and the base model and replay shards."""
     tokenizer_dir: Path | None
-    train: Windows
+    train: Windows | Mixture
     held: Windows | None
     max_steps: int
     autocast: bool
     unigram_eval_loss: float | None = None
     """The held-out loss of a unigram model of the training tokens (the bar to beat)."""
+    licenses: dict[str, int] = dataclasses.field(default_factory=dict)
+    """What the checkpoint forwards: the shards', the replay shards' and the base model's licences."""
+    init_from: Path | None = None
+    replay_held: Windows | None = None
+    """The held-out tail of the replay shards (continual pre-training: how much is forgotten)."""
 
 
 def resolve_model(cfg: TrainConfig, shards: TokenShards) -> ModelConfig:
@@ -89,17 +103,58 @@ def resolve_model(cfg: TrainConfig, shards: TokenShards) -> ModelConfig:
     return from_dict(ModelConfig, data, where="train config", prefix="model.overrides.")
 
 
+def resolve_init(init_from: Path, shards: TokenShards) -> ModelConfig:
+    """The shape of the base model of a continual pre-training run, checked against the shards."""
+    import json
+
+    from kiban.model.hf import CONFIG, config_from_hf
+
+    path = init_from / CONFIG
+    if not path.is_file():
+        raise ConfigError(
+            f"model.init_from: {init_from} has no {CONFIG}; give a kiban checkpoint or a local "
+            "Hugging Face LlamaForCausalLM directory"
+        )
+    try:
+        model_cfg = config_from_hf(json.loads(path.read_text(encoding="utf-8")), where=str(path))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"model.init_from: {path}: not valid JSON: {e}") from e
+    if shards.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(
+            f"model.init_from: the shards ({shards.directory}) have vocab_size {shards.vocab_size}, "
+            f"the model ({path}) only {model_cfg.vocab_size}: tokenize the new corpus with the model's "
+            "tokenizer (kiban tokenize CORPUS --tokenizer MODEL_DIR)"
+        )
+    return model_cfg
+
+
 def prepare(cfg: TrainConfig, world: World) -> Prepared:
     """Open the data and refuse, by field, every config that cannot work; builds nothing."""
     shards = TokenShards.open(cfg.data.shards)
-    inputs = [shards.directory]
-    tokenizer_dir = Path(cfg.data.tokenizer) if cfg.data.tokenizer else ckpt.tokenizer_dir_of(shards)
+    inputs = [(shards.directory, "tokens")]
+    init_from = Path(cfg.model.init_from) if cfg.model.init_from else None
+    if init_from is not None and not init_from.is_dir():
+        raise ConfigError(f"model.init_from: {init_from} is not a directory")
+    if cfg.data.tokenizer:
+        tokenizer_dir: Path | None = Path(cfg.data.tokenizer)
+    elif init_from is not None and (init_from / "tokenizer.json").is_file():
+        tokenizer_dir = init_from  # the base model's own tokenizer: the shards must be made with it
+    else:
+        tokenizer_dir = ckpt.tokenizer_dir_of(shards)
     if tokenizer_dir is not None:
         try:
             shards.check_tokenizer(tokenizer_dir)
         except ConfigError as e:
-            raise ConfigError(f"data.tokenizer: {e}") from e
-    model_cfg = resolve_model(cfg, shards)
+            field = "model.init_from" if tokenizer_dir == init_from else "data.tokenizer"
+            raise ConfigError(f"{field}: {e}") from e
+    licenses = dict(shards.manifest.licenses)
+    if init_from is not None:
+        model_cfg = resolve_init(init_from, shards)
+        kind = ckpt.KIND if (init_from / "manifest.json").is_file() else "model"
+        inputs.append((init_from, kind))
+        licenses = ckpt.merge_licenses(licenses, ckpt.model_licenses(init_from))
+    else:
+        model_cfg = resolve_model(cfg, shards)
     if cfg.data.seq_len > model_cfg.max_seq_len:
         raise ConfigError(
             f"data.seq_len ({cfg.data.seq_len}) exceeds the model's max_seq_len ({model_cfg.max_seq_len}, "
@@ -128,7 +183,7 @@ def prepare(cfg: TrainConfig, world: World) -> Prepared:
         check_compatible(shards, held_shards)
         train_segments, held_segments = whole(shards), whole(held_shards)
         held = Windows.from_shards(held_shards, held_segments, cfg.data.seq_len, what="held-out")
-        inputs.append(held_shards.directory)
+        inputs.append((held_shards.directory, "tokens"))
     else:
         train_segments, held_segments = split_heldout(shards, cfg.data.eval_fraction)
         held = (
@@ -136,7 +191,24 @@ def prepare(cfg: TrainConfig, world: World) -> Prepared:
             if held_segments and any(s.end - s.start > cfg.data.seq_len for s in held_segments)
             else None
         )
-    train = Windows.from_shards(shards, train_segments, cfg.data.seq_len, what="training")
+    train: Windows | Mixture = Windows.from_shards(shards, train_segments, cfg.data.seq_len, what="training")
+    replay_held = None
+    if cfg.data.replay_shards:
+        replay = TokenShards.open(cfg.data.replay_shards)
+        if (replay.tokenizer_sha256, replay.vocab_size) != (shards.tokenizer_sha256, shards.vocab_size):
+            raise ConfigError(
+                f"data.replay_shards ({replay.directory}) was made with another tokenizer than data.shards "
+                f"({shards.directory}): tokenizer_sha256 {replay.tokenizer_sha256[:12]}… vs "
+                f"{shards.tokenizer_sha256[:12]}…; tokenize both with the base model's tokenizer"
+            )
+        r_train, r_held = split_heldout(replay, cfg.data.eval_fraction)
+        if r_held and any(s.end - s.start > cfg.data.seq_len for s in r_held):
+            replay_held = Windows.from_shards(replay, r_held, cfg.data.seq_len, what="replay held-out")
+        if cfg.data.replay_ratio > 0:
+            r_windows = Windows.from_shards(replay, r_train, cfg.data.seq_len, what="replay")
+            train = Mixture(train, r_windows, cfg.data.replay_ratio)
+        inputs.append((replay.directory, "tokens"))
+        licenses = ckpt.merge_licenses(licenses, dict(replay.manifest.licenses))
     held_source = held_shards if cfg.data.eval_shards else shards
     unigram = (
         unigram_loss(
@@ -160,6 +232,9 @@ def prepare(cfg: TrainConfig, world: World) -> Prepared:
         max_steps=cfg.max_steps_for(world.size),
         autocast=on_gpu and cfg.precision in ("auto", "bf16"),
         unigram_eval_loss=unigram,
+        licenses=licenses,
+        init_from=init_from,
+        replay_held=replay_held,
     )
 
 
@@ -223,7 +298,12 @@ def _run(cfg: TrainConfig, world: World, progress: Mode) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     from kiban.model.llama import Llama
 
-    raw = Llama(p.model_cfg).to(world.device)  # built on CPU from the seed, then moved: same init anywhere
+    if p.init_from is not None:  # continual pre-training: the base model's weights
+        from kiban.model.hf import load_hf
+
+        raw = load_hf(p.init_from).to(world.device)
+    else:
+        raw = Llama(p.model_cfg).to(world.device)  # built on CPU from the seed, then moved: same init anywhere
     model = parallelize(
         raw,
         world,
@@ -231,7 +311,7 @@ def _run(cfg: TrainConfig, world: World, progress: Mode) -> dict[str, Any]:
         activation_checkpointing=cfg.activation_checkpointing,
         compile=cfg.compile,
     )
-    optimizer = build_optimizer(raw, cfg)
+    optimizer = build_optimizer(raw, cfg.optim)
     state: dict[str, Any] = {"step": 0, "tokens_seen": 0, "elapsed_s": 0.0, "metrics": []}
     if resume_from is not None:
         state = ckpt.restore(resume_from, raw, optimizer, p.model_cfg)
@@ -264,15 +344,17 @@ def _finished(out_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     return {**m.stats, "out_dir": str(out_dir), "already_complete": True}
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matmul weights only (no decay on norms or the embedding, OLMo 2 §3.2.1)."""
+def build_optimizer(model: nn.Module, o: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over the parameters that require gradients (all of them, or LoRA's when fine-tuning);
+    weight decay on matmul weights only (no decay on norms or the embedding, OLMo 2 §3.2.1)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():  # a tied embedding appears once
+        if not param.requires_grad:
+            continue
         if param.ndim < 2 or "embed_tokens" in name:
             no_decay.append(param)
         else:
             decay.append(param)
-    o = cfg.optim
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=o.lr,
@@ -299,7 +381,14 @@ class _Trainer:
         self.elapsed_s = float(state["elapsed_s"])
         self.last_loss: float | None = None
         self.last_eval: float | None = None
+        self.last_replay_eval: float | None = None
+        self.init_evals: dict[str, float] = {}  # the base model's held-out losses (step 0)
+        for r in state["metrics"]:
+            if r.get("step") == 0:
+                self.init_evals = {k: v for k, v in r.items() if k.endswith("eval_loss")}
         for r in reversed(state["metrics"]):
+            if self.last_replay_eval is None and "replay_eval_loss" in r:
+                self.last_replay_eval = r["replay_eval_loss"]
             if self.last_loss is None and "loss" in r:
                 self.last_loss = r["loss"]
             if self.last_eval is None and "eval_loss" in r:
@@ -319,6 +408,15 @@ class _Trainer:
     def train(self, bar: Progress, *, resumed_from: int | None) -> dict[str, Any]:
         cfg, world = self.cfg, self.world
         tokens_per_step = cfg.tokens_per_step(world.size)
+        if self.step == 0 and self.p.init_from is not None:  # "before" figures of continual pre-training
+            record0: dict[str, Any] = {"step": 0}
+            if self.p.held is not None:
+                record0["eval_loss"] = self.evaluate()
+            if self.p.replay_held is not None:
+                record0["replay_eval_loss"] = self.evaluate(self.p.replay_held)
+            self.init_evals = {k: v for k, v in record0.items() if k != "step"}
+            if self.log is not None and self.init_evals:
+                self.log.log(record0)
         while self.step < self.p.max_steps:
             t0 = time.perf_counter()
             loss, grad_norm, lr = self._step(self.step)
@@ -342,9 +440,13 @@ class _Trainer:
                 per_device = tokens_per_step / dt / world.size
                 record["mfu"] = round(mfu(per_device, self.flops_per_token, self.peak_tflops), 4)
             last = self.step == self.p.max_steps
-            if self.p.held is not None and (last or (cfg.eval_every and self.step % cfg.eval_every == 0)):
-                self.last_eval = self.evaluate()
-                record["eval_loss"] = self.last_eval
+            if last or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                if self.p.held is not None:
+                    self.last_eval = self.evaluate()
+                    record["eval_loss"] = self.last_eval
+                if self.p.replay_held is not None:
+                    self.last_replay_eval = self.evaluate(self.p.replay_held)
+                    record["replay_eval_loss"] = self.last_replay_eval
             if self.log is not None and (last or self.step % cfg.log_every == 0 or "eval_loss" in record):
                 self.log.log(record)
             bar.update(1, loss=f"{loss:.4f}")
@@ -404,10 +506,12 @@ class _Trainer:
         return loss_mean, grad_norm, lr
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        """Mean loss over the eval_batches held-out micro-batches, split over ranks (each rank runs the
-        same number of forward passes, as FSDP's collectives need; surplus ones weigh zero)."""
-        cfg, world, held = self.cfg, self.world, self.p.held
+    def evaluate(self, windows: Windows | None = None) -> float:
+        """Mean loss over the eval_batches held-out micro-batches (of `windows`, default the held-out
+        data), split over ranks (each rank runs the same number of forward passes, as FSDP's
+        collectives need; surplus ones weigh zero)."""
+        cfg, world = self.cfg, self.world
+        held = windows if windows is not None else self.p.held
         assert held is not None
         self.model.eval()
         n = cfg.eval_batches
@@ -429,6 +533,8 @@ class _Trainer:
             "train_loss": self.last_loss,
             "eval_loss": self.last_eval,
             "unigram_eval_loss": self.p.unigram_eval_loss,
+            **({"replay_eval_loss": self.last_replay_eval} if self.p.replay_held is not None else {}),
+            **{f"init_{k}": v for k, v in self.init_evals.items()},
             "elapsed_s": round(self.elapsed_s, 3),
             "params": self.p.model_cfg.n_params()["total"],
             "world_size": self.world.size,
@@ -464,6 +570,7 @@ class _Trainer:
                 stats=self.stats(),
                 shards=self.p.shards,
                 tokenizer_dir=self.p.tokenizer_dir,
+                licenses=self.p.licenses,
             )
             ckpt.prune(out_dir, self.cfg.keep_checkpoints)
             plot_loss(self.log.records, out_dir / LOSS_PNG, title=f"kiban train: {self.cfg.model.preset}")
@@ -481,7 +588,7 @@ class _Trainer:
                 config=self.cfg.to_dict(),
                 inputs=self.p.inputs,
                 stats=self.stats(),
-                shards=self.p.shards,
+                licenses=self.p.licenses,
             )
             assert self.log is not None
             plot_loss(self.log.records, out_dir / LOSS_PNG, title=f"kiban train: {self.cfg.model.preset}")

@@ -121,6 +121,52 @@ def test_braking_ratio_grows_with_speed_and_flags_a_pose_out_of_bounds() -> None
     assert braking_ratio(elbow_down, zeros, zeros, c) == np.inf
 
 
+def test_braking_reach_levers_are_measured_to_each_joints_axis() -> None:
+    """Wrist 3 turns about the tool's own axis: spinning it moves neither the flange nor the tool centre,
+    so braking from that spin reaches nowhere (a lever measured to the joint's ORIGIN said 0.25 m·h)."""
+    from kiban.robot.motion import braking_reach_m
+
+    acc, jerk = np.full(6, 4.0), np.full(6, 40.0)
+    spin = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 3.0])
+    reach = braking_reach_m(HOME_RAD, spin, np.zeros(6), acc, jerk)
+    assert reach[6] == 0.0 and reach[7] == 0.0  # flange and tool on the axis
+    wrist2 = braking_reach_m(HOME_RAD, np.array([0.0, 0, 0, 0, 3.0, 0]), np.zeros(6), acc, jerk)
+    assert wrist2[7] > 0.0  # wrist 2 swings the tool on a 0.25 m lever
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_braking_reach_bounds_how_far_the_supervisors_own_braking_moves_each_link(seed: int) -> None:
+    """Conservative: roll out the braking plan the supervisor carries for a moving state (speed and
+    acceleration, including a state at zero speed still accelerating) and measure every link point."""
+    from kiban.robot.motion import braking_reach_m
+    from kiban.robot.safety import memory_in_motion
+    from kiban.robot.safety.plan import plan_grid, plan_offsets
+    from kiban.robot.safety_config import load_safety_config
+
+    cfg = load_safety_config("examples/robot-safety.yaml")
+    acc, jerk = np.array(cfg.joints.acc_max_rad_s2), np.array(cfg.joints.jerk_max_rad_s3)
+    rng = np.random.default_rng(seed)
+    home = np.array([0.0, -1.3, 1.4, -1.67, -1.57, 0.0])
+    checked = 0
+    while checked < 25:
+        q = home + rng.uniform(-0.5, 0.5, 6)
+        v = rng.uniform(-1.2, 1.2, 6) * (rng.random(6) < 0.7) * (checked % 5 != 0)  # every 5th: v = 0
+        a = rng.uniform(-3.0, 3.0, 6) * (rng.random(6) < 0.7)
+        memory = memory_in_motion(q, v, a, cfg, t_s=0.0)
+        if memory is None:
+            continue
+        p = plan_grid()[1][memory.plan_index]
+        start = arm.link_points(q)
+        moved = np.zeros(8)
+        for k in range(1, p.n + 1):
+            phi, psi = plan_offsets(p, k)
+            qk = q + cfg.cycle_s * phi * v + cfg.cycle_s**2 * psi * a
+            moved = np.maximum(moved, np.linalg.norm(arm.link_points(qk) - start, axis=1))
+        reach = braking_reach_m(q, v, a, acc, jerk)
+        assert np.all(moved <= reach + 1e-9), (q, v, a, moved, reach)
+        checked += 1
+
+
 def test_plans_slow_down_near_the_table_and_refuse_paths_into_a_zone() -> None:
     from kiban.robot.kinematics import solve_ik
     from kiban.robot.motion import clearance_rounds, plan_within_clearance

@@ -15,10 +15,6 @@ from kiban.robot.motion import plan_joint_trajectory
 from kiban.robot.safety import (
     InterventionLog,
     ResetRefused,
-    _fk,
-    _offsets,
-    _plan_grid,
-    _zones,
     estop,
     heartbeat,
     initial_memory,
@@ -27,6 +23,10 @@ from kiban.robot.safety import (
     reset,
     supervise,
 )
+from kiban.robot.safety.plan import plan_grid as _plan_grid
+from kiban.robot.safety.plan import plan_offsets as _offsets
+from kiban.robot.safety.zones import forward_points as _fk
+from kiban.robot.safety.zones import zone_reasons as _zones
 from kiban.robot.safety_config import INNER, SeparationConfig, load_safety_config
 from kiban.robot.types import Command, CommandKind, RobotState, Status
 

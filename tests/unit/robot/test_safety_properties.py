@@ -30,14 +30,14 @@ from hypothesis import strategies as st
 from kiban.robot import arm, cell
 from kiban.robot.safety import (
     SupervisorMemory,
-    _offsets,
-    _plan_grid,
     estop,
     heartbeat,
     memory_in_motion,
     protective_separation_m,
     supervise,
 )
+from kiban.robot.safety.plan import plan_grid as _plan_grid
+from kiban.robot.safety.plan import plan_offsets as _offsets
 from kiban.robot.safety_config import load_safety_config
 from kiban.robot.types import Command, CommandKind, RobotState, Status
 
