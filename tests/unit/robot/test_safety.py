@@ -170,6 +170,41 @@ def test_a_jump_from_rest_is_jerk_limited() -> None:
     assert_kinematic_limits(qs)
 
 
+@pytest.mark.parametrize("offset_rad", [1e-6, 1e-3, 0.01, 0.1])
+def test_a_held_target_nearby_is_reached_and_the_clamp_ends(offset_rad: float) -> None:
+    """A position target held still a little away from rest: the jerk limit clamps the jump, then the
+    approach ARRIVES exactly, at rest, and the request passes unchanged again (the old speed law
+    overshot and oscillated around it: clamped for ever)."""
+    target = HOME + offset_rad * np.array([1.0, -0.5, 0.0, 0.3, 0.0, -1.0])
+    verdicts, qs, memory = drive(lambda t, m: Command(t, q_rad=target), at_rest(), 600)
+    statuses = [v.status for v in verdicts]
+    assert statuses[0] is Status.CLAMPED and "joint_jerk_limit:j1" in verdicts[0].reasons
+    last_clamp = max(i for i, s in enumerate(statuses) if s is not Status.OK)
+    assert last_clamp < 300 and all(s is Status.OK for s in statuses[last_clamp + 1 :])
+    np.testing.assert_array_equal(memory.last_q_rad, target)
+    assert not memory.last_qd_rad_s.any() and memory.approach is None
+    assert_kinematic_limits(qs)
+    v, _, _ = finite_differences(qs)
+    assert np.all(np.sign(v[:, 0]) >= 0)  # joint 1 never turns back: no overshoot
+
+
+def test_after_a_clamp_a_moving_request_is_followed_unchanged_again() -> None:
+    """The approach plan is only for a target held still: a request that keeps moving smoothly is
+    taken as it is again once it fits the window (no lasting clamp after one spike)."""
+    v_joint = 0.3  # rad/s on joint 1, a smooth ramp the window allows
+
+    def make(t: float, m: object) -> Command:
+        q = HOME + np.array([v_joint * t + (0.05 if 0.1 <= t < 0.104 else 0.0), 0, 0, 0, 0, 0])
+        return Command(t, q_rad=q)
+
+    memory = memory_in_motion(HOME, np.array([v_joint, 0, 0, 0, 0, 0]), np.zeros(6), CFG, t_s=0.0)
+    verdicts, qs, _ = drive(make, memory, 600)
+    statuses = [v.status for v in verdicts]
+    assert Status.CLAMPED in statuses[50:53]  # the spike at t = 0.1 s
+    assert all(s is Status.OK for s in statuses[-100:])
+    assert_kinematic_limits(qs)
+
+
 def test_acceleration_is_capped() -> None:
     a = np.array([A_MAX[0] * INNER, 0, 0, 0, 0, 0])
     memory = memory_in_motion(HOME, np.array([0.2, 0, 0, 0, 0, 0]), a, CFG, t_s=0.0)
