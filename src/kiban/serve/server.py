@@ -146,7 +146,9 @@ def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | N
 
     model = Path(model)
     if trusted_key is not None:  # signatures cover a directory's manifest.json (kiban sign)
-        raise ConfigError(f"--trusted-key: {model} is a single .gguf file; signed GGUF files are not supported yet")
+        raise ConfigError(
+            f"--trusted-key: {model} is a single .gguf file; signed GGUF files are not supported yet"
+        )
     report = verify_gguf(model)
     logs.log("integrity", level=20 if report["verified"] else 30, model=str(model), **report)
     info = read_gguf_info(model)
@@ -155,7 +157,10 @@ def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | N
     chat = None
     if info.chat_template:
         chat = ChatFormat(
-            info.chat_template, bos_token=info.bos_token or "", eos_token=info.eos_token or "", source=str(model)
+            info.chat_template,
+            bos_token=info.bos_token or "",
+            eos_token=info.eos_token or "",
+            source=str(model),
         )
     return NativeBackend(
         engine,
