@@ -11,6 +11,11 @@ DEMO_DEBIAN_DOCS := manpages-ja debian-reference-ja maint-guide-ja
 
 .PHONY: setup demo test lint format test-data clean
 
+# llama-cpp-python (the `edge` extra) compiles llama.cpp: ~4 min on 2 cores, once (pip caches the
+# wheel). A portable AVX2 build, and none of llama.cpp's tools, tests or examples.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
 setup: $(STAMP)
 
 # torch first and pinned: 2.13.0 is the CPU build this project's machines carry; an unpinned
@@ -19,7 +24,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,serve,dev,ray,robot]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip install --quiet -e '.[train,serve,dev,ray,robot,edge]'
 	touch $(STAMP)
 
 test-data:
