@@ -354,9 +354,23 @@ def plan(
     micro_batch: Annotated[int, typer.Option(help="Sequences per device per step.")] = 1,
     recompute: Annotated[bool, typer.Option(help="Full activation recomputation.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    serve: Annotated[
+        bool, typer.Option("--serve", help="Plan serving instead: memory, KV cache, decode tokens/s.")
+    ] = False,
+    quant: Annotated[str, typer.Option(help="--serve: f32, f16, q8_0 or q4_k_m.")] = "q4_k_m",
+    device: Annotated[
+        str, typer.Option(help="--serve: cpu (measured), raspberry-pi-5, jetson-orin-nano, h100, ...")
+    ] = "cpu",
+    context: Annotated[int | None, typer.Option(help="--serve: tokens in the KV cache.")] = None,
+    measure: Annotated[
+        Path | None, typer.Option(help="--serve: a .gguf to run in llama.cpp here (its shape is planned).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="--serve --measure: llama.cpp threads.")] = 1,
 ) -> None:
     """Plan a training run's footprint: parameters, FLOPs, memory per device under DDP and FSDP,
-    Chinchilla-optimal tokens and wall-clock time. Never imports torch."""
+    Chinchilla-optimal tokens and wall-clock time. With --serve, plan serving: weights at a
+    quantization, KV cache per token with and without GQA, decode tokens/s on a device, checked
+    against llama.cpp on this machine with --measure. Never imports torch."""
     from kiban.model.config import load_model_config
     from kiban.train.plan import format_plan
     from kiban.train.plan import plan as make_plan
@@ -364,6 +378,17 @@ def plan(
     shape = load_model_config(model)
     if vocab_size is not None:
         shape = dataclasses.replace(shape, vocab_size=vocab_size)
+    if serve:
+        _serve_plan(
+            shape,
+            quant=quant,
+            device=device,
+            context=context,
+            measure=measure,
+            threads=threads,
+            json_out=json_out,
+        )
+        return
     p = make_plan(
         shape,
         tokens=int(tokens),
@@ -404,6 +429,38 @@ def export(
         typer.echo(f"wrote {export_hf(model, out, dtype=dtype)} ({dtype})")
     else:
         raise ConfigError(f"--format must be gguf or hf, got {format_!r}")
+
+
+def _serve_plan(
+    shape,  # noqa: ANN001 - a ModelConfig, imported lazily
+    *,
+    quant: str,
+    device: str,
+    context: int | None,
+    measure: Path | None,
+    threads: int,
+    json_out: bool,
+) -> None:
+    from kiban.model.config import PRESETS
+    from kiban.serve.plan import format_serve_plan, measure_decode, serve_plan, shape_from_gguf
+
+    measured = None
+    if measure is not None:  # the file's own shape and quantization are what gets planned
+        shape, quant = shape_from_gguf(measure)
+        measured = measure_decode(measure, threads=threads)
+        context = context or 16 + measured["tokens"]  # the positions the measurement decoded at
+    p = serve_plan(shape, quant=quant, device=device, context=context)
+    p = dataclasses.replace(p, measured=measured)
+    scales = [serve_plan(c, quant=quant, device=device, context=p.context) for c in PRESETS.values()]
+    if json_out:
+        typer.echo(
+            json.dumps(
+                {**p.to_dict(), "scales": {n: s.to_dict() for n, s in zip(PRESETS, scales, strict=True)}},
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(format_serve_plan(p, scales=scales))
 
 
 keys_app = typer.Typer(help="API keys of `kiban serve`: create, list, revoke.", no_args_is_help=True)
@@ -680,7 +737,7 @@ def robot_sim(
         Path | None, typer.Option(help="Write the episode as a LeRobot v3 dataset into this directory.")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Safety configuration (examples/robot-safety.yaml).")
+        Path | None, typer.Option("--config", "-c", help="Safety configuration (default: the installed one).")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -694,6 +751,61 @@ def robot_sim(
     for key, value in summary.items():
         typer.echo(f"{key}: {value}")
     if not summary.get("success"):
+        raise typer.Exit(1)
+
+
+@robot_app.command("faults")
+def robot_faults(
+    scenarios: Annotated[int, typer.Option(help="Randomized scenarios per fault type (12 types).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seeds every scenario (same seed, same campaign).")] = 0,
+    out: Annotated[Path, typer.Option(help="Directory for faults.json and faults.html.")] = Path(
+        "out/faults"
+    ),
+    nominal: Annotated[
+        int | None, typer.Option(help="Nominal runs (faults off); default max(scenarios, 100).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: the CPUs, at most 8).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Safety configuration (default: the installed one).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Progress and the summary as JSON lines.")] = False,
+) -> None:
+    """Inject 12 kinds of faults into the supervised MuJoCo cell; judge by the physics; exit 1 if any
+    criterion fails (an unsafe command through, a violation, a late detection, a false stop)."""
+    from kiban.progress import default_mode, emit
+    from kiban.robot.faults import run_campaign
+
+    summary = run_campaign(
+        scenarios=scenarios,
+        seed=seed,
+        out=out,
+        config_path=config,
+        nominal=nominal,
+        workers=workers,
+        progress_mode=default_mode(json_out),
+    )
+    if json_out:
+        emit({"event": "result", **{k: v for k, v in summary.items()}})
+    else:
+        for name, e in summary["fault_types"].items():
+            lat = e["detection_latency_cycles"]
+            typer.echo(
+                f"{name:22s} {e['scenarios']:4d} scenarios  prevented {e['prevented']}/{e['unsafe_requests']}  "
+                f"latency max {lat['max']} p50 {lat['p50']} (bound {lat['bound']})  "
+                f"violations {e['violations_in_ground_truth']}  {'ok' if e['ok'] else 'FAIL'}"
+            )
+        n = summary["nominal"]
+        typer.echo(
+            f"{'nominal':22s} {n['runs']:4d} runs       false stops {n['false_stops']}  clamped "
+            f"{100 * n['clamped_fraction']:.3f} % of {n['cycles']} cycles  violations "
+            f"{n['violations_in_ground_truth']}  {'ok' if n['ok'] else 'FAIL'}"
+        )
+        typer.echo(
+            f"{'PASS' if summary['ok'] else 'FAIL'} in {summary['wall_s']} s: {summary['report_html']}"
+        )
+    if not summary["ok"]:
         raise typer.Exit(1)
 
 

@@ -36,7 +36,8 @@ POS_TOLERANCE_RAD = 1e-3
 WORKSPACE_TOLERANCE_M = 0.005
 SETTLE_S = 0.2
 """After the policy ends, hold this long (parts come to rest) before success is judged."""
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "examples" / "robot-safety.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "default-safety.yaml"
+"""The installed default (the same limits as examples/robot-safety.yaml, which is the copy to edit)."""
 
 
 class Policy(Protocol):

@@ -293,6 +293,26 @@ class MujocoRobot:
 
     # --- the cell: person, parts, camera, ground truth -----------------------------------------
 
+    def place_arm(self, q_rad: np.ndarray, qd_rad_s: np.ndarray) -> RobotState:
+        """Put the arm at q moving at qd, its servo tracking that motion (the fault campaign starts
+        scenarios mid-motion this way). The next send() continues from here. Peaks restart."""
+        q, qd = np.asarray(q_rad, dtype=np.float64), np.asarray(qd_rad_s, dtype=np.float64)
+        if q.shape != (cell.N_JOINTS,) or qd.shape != (cell.N_JOINTS,) or not np.isfinite([q, qd]).all():
+            raise ValueError(f"place_arm needs finite q_rad and qd_rad_s of shape (6,), got {q!r}, {qd!r}")
+        self._q[:] = q
+        self._qd[:] = qd
+        self._prev[:] = q
+        self._target[:] = q
+        self._vff[:] = qd
+        self._vff_last[:] = qd
+        self._qd_last[:] = qd
+        self._qd_peak[:] = 0.0
+        self._dqd_peak[:] = 0.0
+        self._torque_peak[:] = 0.0
+        self._stopping = False
+        mujoco.mj_forward(self.model, self.data)
+        return self.observe()
+
     def set_person(self, xy_m: tuple[float, float]) -> None:
         """Place the person (capsule axis at x, y, base frame) and end any walk."""
         self._walk = None

@@ -194,7 +194,7 @@ def test_after_a_clamp_a_moving_request_is_followed_unchanged_again() -> None:
     v_joint = 0.3  # rad/s on joint 1, a smooth ramp the window allows
 
     def make(t: float, m: object) -> Command:
-        q = HOME + np.array([v_joint * t + (0.05 if 0.1 <= t < 0.104 else 0.0), 0, 0, 0, 0, 0])
+        q = HOME + np.array([v_joint * (t + DT) + (0.05 if 0.1 <= t < 0.104 else 0.0), 0, 0, 0, 0, 0])
         return Command(t, q_rad=q)
 
     memory = memory_in_motion(HOME, np.array([v_joint, 0, 0, 0, 0, 0]), np.zeros(6), CFG, t_s=0.0)

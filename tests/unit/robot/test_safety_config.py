@@ -154,3 +154,12 @@ def test_direct_construction_checks_too() -> None:
         list(j.pos_min_rad), np.array(j.pos_max_rad), j.vel_max_rad_s, j.acc_max_rad_s2, j.jerk_max_rad_s3
     )
     assert limits == j and isinstance(limits.pos_max_rad, tuple)
+
+
+def test_the_installed_default_is_the_example() -> None:
+    """`kiban robot sim` without --config reads the copy installed with the package; the example in
+    examples/ is the one users copy: the two give the same limits."""
+    from kiban.robot.loop import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG.is_file() and "examples" not in DEFAULT_CONFIG.parts
+    assert load_safety_config(DEFAULT_CONFIG) == load_safety_config(EXAMPLE)
