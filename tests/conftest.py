@@ -139,13 +139,17 @@ def build_trained_tiny_model(directory: Path, *, seed: int = 0, vocab_size: int 
     ja = ja_texts(require_manpages_ja(), 60)
     en = [p for p in re.split(r"\n\s*\n", GPL3.read_text(encoding="utf-8")) if len(p) > 200][:40]
     corpus = directory.parent / f"{directory.name}-corpus"
-    docs = [Document(f"ja-{i}", t, "test", "LicenseRef-JM", "0" * 64, {"lang": "ja"}) for i, t in enumerate(ja)]
+    docs = [
+        Document(f"ja-{i}", t, "test", "LicenseRef-JM", "0" * 64, {"lang": "ja"}) for i, t in enumerate(ja)
+    ]
     docs += [Document(f"en-{i}", t, "test", "GPL-3+", "0" * 64, {"lang": "en"}) for i, t in enumerate(en)]
     corpus.mkdir(parents=True, exist_ok=True)
     write_table(docs_table(docs), corpus / "part-00000.parquet")
     licenses = {"LicenseRef-JM": len(ja), "GPL-3+": len(en)}
     write_manifest(corpus, Manifest(kind="corpus", stats={"documents": len(docs)}, licenses=licenses))
-    train_tokenizer(corpus, directory, TokenizerConfig(vocab_size=vocab_size, model_max_length=256), overwrite=True)
+    train_tokenizer(
+        corpus, directory, TokenizerConfig(vocab_size=vocab_size, model_max_length=256), overwrite=True
+    )
     (directory / "manifest.json").unlink()  # the tokenizer's; the model gets its own below
     cfg = preset("tiny", vocab_size=vocab_size, max_seq_len=256)
     torch.manual_seed(seed)
