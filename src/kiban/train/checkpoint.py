@@ -45,6 +45,17 @@ from kiban.model.hf import WEIGHTS, write_hf
 from kiban.tokenizer.shards import TokenShards
 
 CHECKPOINTS = "checkpoints"
+TOKENIZER_FILES = frozenset(
+    {
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "tokenizer.model",
+        "chat_template.jinja",
+        "added_tokens.json",
+    }
+)
+"""The files of a Hugging Face model directory that are its tokenizer."""
 STATE = "training_state"
 KIND = "checkpoint"
 
@@ -132,8 +143,11 @@ def save_checkpoint(
         pad_token_id=shards.pad_id,
     )
     if tokenizer_dir is not None:
+        # A tokenizer directory gives all its files; a model directory (continual pre-training takes
+        # the base model's tokenizer) only its tokenizer files, never its weights or metrics.
+        is_model = (Path(tokenizer_dir) / "config.json").is_file()
         for f in sorted(Path(tokenizer_dir).iterdir()):
-            if f.is_file() and f.name != MANIFEST:
+            if f.is_file() and f.name != MANIFEST and (not is_model or f.name in TOKENIZER_FILES):
                 shutil.copy2(f, tmp / f.name)
     (tmp / STATE).mkdir()
     torch.save(optimizer_state, tmp / STATE / "optimizer.pt")
@@ -234,7 +248,9 @@ def write_final(
     files = model_files(out_dir, _model_paths(ckpt))
     write_manifest(
         out_dir,
-        checkpoint_manifest(out_dir, config=config, inputs=inputs, licenses=licenses, stats=stats, files=files),
+        checkpoint_manifest(
+            out_dir, config=config, inputs=inputs, licenses=licenses, stats=stats, files=files
+        ),
     )
 
 

@@ -124,7 +124,14 @@ def _stack(rows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train_batch(
-    windows: Windows | Mixture, *, step: int, micro: int, rank: int, micro_batch: int, world_size: int, seed: int
+    windows: Windows | Mixture,
+    *,
+    step: int,
+    micro: int,
+    rank: int,
+    micro_batch: int,
+    world_size: int,
+    seed: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets), int64 (micro_batch, seq_len): micro-batch `micro` of `rank` at `step`."""
     first = (micro * world_size + rank) * micro_batch

@@ -303,7 +303,9 @@ def _run(cfg: TrainConfig, world: World, progress: Mode) -> dict[str, Any]:
 
         raw = load_hf(p.init_from).to(world.device)
     else:
-        raw = Llama(p.model_cfg).to(world.device)  # built on CPU from the seed, then moved: same init anywhere
+        raw = Llama(p.model_cfg).to(
+            world.device
+        )  # built on CPU from the seed, then moved: same init anywhere
     model = parallelize(
         raw,
         world,
