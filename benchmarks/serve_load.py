@@ -28,7 +28,10 @@ in both tools, and every token is one SSE event.
    validation), the floor of one Python HTTP hop. The same request goes directly and through each,
    one at a time, the order rotating: non-streaming `max_tokens=1` (latency = until the whole body
    is read), and streaming `max_tokens=4` (TTFT). The added latency is the difference of the
-   percentiles; the median of the paired differences is printed too.
+   percentiles; the median of the paired differences is printed too. Then the same three paths
+   again in front of a canned upstream (this script with `--canned-upstream`: fixed answers at
+   once, no model), which isolates the gateway's own cost from the engine competing with it for
+   this machine's two cores.
 3. Peers, with the servers stopped, in a fresh process with the same torch threads: transformers'
    `LlamaForCausalLM.from_pretrained` on the same directory (HF_HUB_OFFLINE=1), the same prompt ids
    (the same tokenizer.json, BOS added) and `max_new_tokens`, greedy:
@@ -589,7 +592,77 @@ def run_kiban(model_dir: Path, args: argparse.Namespace, levels: list[int], *, g
         if front is not None:
             front.stop()
         server.stop()
+    if gateway:
+        out["gateway_alone"] = measure_gateway_alone(model, args.gateway_requests)
     return out
+
+
+def measure_gateway_alone(model: str, n: int) -> dict:
+    """The same three paths in front of a canned upstream (fixed answers, no model): what the gateway
+    itself costs, without the engine competing with it for this machine's cores."""
+    program = [sys.executable, str(Path(__file__).resolve())]
+    canned = Server(["--canned-upstream", model], WORK / "canned", program=program).wait_ready()
+    front = bare = None
+    try:
+        state = WORK / "gateway-alone-state"
+        shutil.rmtree(state, ignore_errors=True)
+        key = create_key(state)
+        front = Server(["--upstream", f"{canned.base}/v1"], state).wait_ready()
+        env = {"BENCH_UPSTREAM": f"{canned.base}/v1", "BENCH_UPSTREAM_KEY": "unused"}
+        bare = Server([], WORK / "bare-proxy", env=env, program=[*program, "--bare-proxy"]).wait_ready()
+        paths = {DIRECT: (canned.base, "unused"), GATEWAY: (front.base, key), BARE: (bare.base, "unused")}
+        return asyncio.run(measure_gateway(paths, model, n))
+    finally:
+        for server in (bare, front, canned):
+            if server is not None:
+                server.stop()
+
+
+def canned_upstream(port: int, model: str) -> None:
+    """An OpenAI-shaped server that answers every completion at once with the same few tokens."""
+    import uvicorn
+
+    usage = {"prompt_tokens": 8, "completion_tokens": 4, "total_tokens": 12}
+    answer = json.dumps(
+        {
+            "id": "cmpl-canned",
+            "object": "text_completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "text": " の設定", "finish_reason": "length", "logprobs": None}],
+            "usage": usage,
+        },
+        ensure_ascii=False,
+    ).encode()
+    chunks = [
+        {"id": "cmpl-canned", "object": "text_completion", "model": model, "choices": [c], "usage": None}
+        for c in [{"index": 0, "text": t, "finish_reason": None} for t in (" の", "設", "定", "を")]
+    ]
+    chunks.append(
+        {"id": "cmpl-canned", "object": "text_completion", "model": model, "choices": [], "usage": usage}
+    )
+    stream = b"".join(b"data: " + json.dumps(c, ensure_ascii=False).encode() + b"\n\n" for c in chunks)
+    models = json.dumps({"object": "list", "data": [{"id": model, "object": "model"}]}).encode()
+
+    async def app(scope: dict, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            return
+        raw, more = b"", True
+        while more:
+            message = await receive()
+            raw += message.get("body", b"")
+            more = message.get("more_body", False)
+        streaming = scope["path"].endswith("/completions") and b'"stream":true' in raw.replace(b" ", b"")
+        body = {"/health": b'{"status":"ok"}', "/v1/models": models}.get(scope["path"], answer)
+        ctype = b"text/event-stream" if streaming else b"application/json"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype)]})
+        if streaming:
+            await send({"type": "http.response.body", "body": stream, "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+        else:
+            await send({"type": "http.response.body", "body": body})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 # --- the driver ----------------------------------------------------------------------------------
@@ -667,8 +740,8 @@ def fsync_latency(directory: Path, n: int = 200) -> dict:
     return {"p50": percentile(times, 50), "p95": percentile(times, 95)}
 
 
-def print_gateway(gw: dict, n: int) -> None:
-    print(f"\ngateway: the same request directly and through a front server, {n} per path (ms)")
+def print_gateway(gw: dict, n: int, upstream: str) -> None:
+    print(f"\ngateway {upstream}: the same request directly and through a front server, {n} per path (ms)")
     print(
         f"{'request':15s} {'path':28s} {'p50':>7s} {'p95':>7s} {'added p50':>10s} {'p95':>7s} "
         f"{'paired median':>14s}"
@@ -725,11 +798,15 @@ def main() -> None:
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--bare-proxy", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--canned-upstream", metavar="MODEL", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)  # of the bare proxy
     ap.add_argument("--state", help=argparse.SUPPRESS)  # of the bare proxy (its log's directory)
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
+    if args.canned_upstream:  # the fixed-answer upstream's own process
+        canned_upstream(args.port, args.canned_upstream)
+        return
     if args.bare_proxy:  # the reference proxy's own process
         bare_proxy(args.port, os.environ["BENCH_UPSTREAM"], os.environ["BENCH_UPSTREAM_KEY"])
         return
@@ -806,7 +883,9 @@ def main() -> None:
         )
     if "gateway" in kiban_runs[0]:
         results["gateway"] = kiban_runs[0]["gateway"]
-        print_gateway(results["gateway"], args.gateway_requests)
+        print_gateway(results["gateway"], args.gateway_requests, "in front of the kiban serve above")
+        results["gateway_alone"] = kiban_runs[0]["gateway_alone"]
+        print_gateway(results["gateway_alone"], args.gateway_requests, "in front of a canned upstream")
 
     if peer_runs:
         top = load[-1]

@@ -40,6 +40,7 @@ import hmac
 import json
 import os
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,8 @@ class AuditLog:
         self._pii = PiiConfig()
         self._lock = threading.Lock()  # the chain: seq, mac, what is written
         self._sync_lock = threading.Lock()  # one fsync at a time; the others wait and share it
+        self.last_sync_s = float("inf")
+        """How long the last fsync took (a server may write inline on a fast disk)."""
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         self._head_fd = -1
         try:
@@ -331,7 +334,9 @@ class AuditLog:
                 return
             with self._lock:
                 target, mac = self._seq, self._mac
+            t0 = time.perf_counter()
             os.fsync(self._fd)
+            self.last_sync_s = time.perf_counter() - t0
             self._synced = target
             self._write_head(target, mac)
 

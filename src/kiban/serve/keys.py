@@ -135,17 +135,14 @@ class KeyStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction on this thread's long-lived connection: opening one per request costs
-        more than the lookup. Each transaction sees every key written or revoked before it began
-        (WAL), by this process or the CLI, so a revocation takes effect at the next request."""
+        """This thread's long-lived connection, in autocommit mode: opening one per request costs
+        more than the lookup. Each statement is its own read transaction and sees every key written
+        or revoked before it began (WAL), by this process or the CLI, so a revocation takes effect
+        at the next request. Callers run one statement."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = self._local.db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        db.execute("BEGIN")
-        try:
-            yield db
-        finally:
-            db.execute("COMMIT")
+        yield db
 
     @contextlib.contextmanager
     def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:

@@ -31,6 +31,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+_direct: list[Any] = []
+"""After `setup`: [the stream, the lowest level] that `log` writes to without the logging machinery
+(a LogRecord, handler locks and a formatter cost ~10% of a forwarded request's CPU in the gateway)."""
+
+
 def setup(level: str = "info") -> logging.Logger:
     """Route kiban's and uvicorn's loggers to JSON on stderr (uvicorn's access log is replaced by ours)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -41,8 +46,23 @@ def setup(level: str = "info") -> logging.Logger:
         logger.setLevel(level.upper())
         logger.propagate = False
     logging.getLogger("uvicorn.access").disabled = True
+    _direct[:] = [sys.stderr, logging.getLogger(LOGGER).getEffectiveLevel()]
     return logging.getLogger(LOGGER)
 
 
 def log(event: str, level: int = logging.INFO, **fields: Any) -> None:
-    logging.getLogger(LOGGER).log(level, event, extra={"fields": fields})
+    if not _direct:  # embedded without `setup`: whatever logging the host application configured
+        logging.getLogger(LOGGER).log(level, event, extra={"fields": fields})
+        return
+    stream, lowest = _direct
+    if level < lowest:
+        return
+    now = time.time()
+    line: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
+        "level": logging.getLevelName(level).lower(),
+        "event": event,
+        **fields,
+    }
+    stream.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+    stream.flush()
