@@ -154,3 +154,29 @@ def test_a_model_without_chat_template_is_refused(tiny_model_dir: Path, tmp_path
     (copy / "tokenizer_config.json").write_text(json.dumps(cfg))
     with pytest.raises(DataError, match="no chat_template"):
         ChatRenderer(copy)
+
+
+def test_unpacked_rows_take_the_plain_causal_path_with_the_same_loss(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """One conversation per row: `_loss` skips the document mask, and the loss is unchanged."""
+    from kiban.finetune.loop import _loss
+
+    renderer = ChatRenderer(tiny_model_dir)
+    path = _write(
+        tmp_path / "c.jsonl", [json.dumps({"messages": c}, ensure_ascii=False) for c in CONVERSATIONS]
+    )
+    examples, _ = load_examples(path, renderer, seq_len=256)
+    rows = pack(examples, seq_len=256, pad_id=3, pack=False, seed=0)
+    assert int(rows.docs.max()) == 0 and int(rows.docs.min()) == -1  # one conversation, then padding
+    model = load_hf(tiny_model_dir)
+    with torch.no_grad():
+        masked = model(
+            rows.tokens,
+            rows.targets,
+            return_logits=False,
+            position_ids=rows.positions,
+            attn_mask=attention_mask(rows.docs),
+        )[1]
+        plain = _loss(model, rows, torch.device("cpu"))
+    assert abs(masked.item() - plain.item()) < 1e-5
