@@ -55,8 +55,9 @@ class LoRALinear(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)  # (..., out)
-        return self.base_layer(x) + update * self.scaling
+        # s·B is scaled (out × r), not the (..., out) update: one activation-sized temporary less
+        update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B * self.scaling)  # (..., out)
+        return self.base_layer(x) + update
 
     @torch.no_grad()
     def merged(self) -> nn.Linear:
