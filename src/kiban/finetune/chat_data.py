@@ -14,7 +14,7 @@ Which tokens are the assistant's: for each assistant message i, the template ren
 with the generation prompt and messages[:i+1] without; the characters between the two are that
 turn (its content and whatever the template closes it with, e.g. `</s>`). The whole conversation is
 then tokenized once, as inference tokenizes it, and a token belongs to the turn when it starts inside
-it. The rendering is kiban serve's (`kiban.serve.chat.ChatFormat`: transformers' sandboxed Jinja
+it. The rendering is kiban serve's (`kiban.tokenizer.chat.ChatFormat`: transformers' sandboxed Jinja
 setup), used read-only, so a model is trained on exactly the prompt text it is served with.
 """
 
@@ -124,7 +124,7 @@ class ChatRenderer:
     def __init__(self, model_dir: Path) -> None:
         from tokenizers import Tokenizer
 
-        from kiban.serve.chat import ChatFormat
+        from kiban.tokenizer.chat import ChatFormat
 
         model_dir = Path(model_dir)
         tok_path = model_dir / "tokenizer.json"

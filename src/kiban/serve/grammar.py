@@ -12,14 +12,14 @@ the model choosing to close it.
 
 JSON is written with fixed separators, ", " between items and ": " after keys, and no other
 whitespace outside strings: one spelling per value (no token budget lost to free whitespace), and the
-same spelling as `json.dumps` and the tool calls `kiban.serve.chat` renders into the prompt history.
+same spelling as `json.dumps` and the tool calls `kiban.tokenizer.chat` renders into the prompt history.
 
     compiler = GrammarCompiler(tokenizer_json, vocab_size=512, eos_token_id=2)
     constraint = compiler.json_schema({"type": "object", "properties": {...}, "required": [...]})
     params = SamplingParams(max_tokens=256, constraint=constraint)
 
 A tool call is exactly `<tool_call>{"name": "<name>", "arguments": {...}}</tool_call>` then EOS, the
-arguments valid against that tool's `parameters` (see `kiban.serve.chat.tool_call_text`).
+arguments valid against that tool's `parameters` (see `kiban.tokenizer.chat.tool_call_text`).
 
 Compiling a large schema can take up to a second (llguidance drops the GIL meanwhile); call the
 compiler from a worker thread. Identical grammars are compiled once and copied (a small LRU).
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kiban.errors import DataError, KibanError
-from kiban.serve.chat import ChatError, tool_functions
+from kiban.tokenizer.chat import ChatError, tool_functions
 
 if TYPE_CHECKING:
     import llguidance

@@ -140,9 +140,9 @@ def load_native_backend(model: Path, config: ServeConfig, *, trusted_key: Path |
 def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | None = None):
     """A .gguf file written by `kiban export`: its sidecar hash checked, llama.cpp as the engine."""
     from kiban.serve import logs
-    from kiban.serve.chat import ChatFormat
     from kiban.serve.engine.llamacpp import LlamaCppEngine, read_gguf_info, verify_gguf
     from kiban.serve.serving import NativeBackend
+    from kiban.tokenizer.chat import ChatFormat
 
     model = Path(model)
     if trusted_key is not None:  # signatures cover a directory's manifest.json (kiban sign)

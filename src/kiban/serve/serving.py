@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 
 from kiban.errors import KibanError
-from kiban.serve.chat import ChatError, ChatFormat, parse_tool_calls
 from kiban.serve.context import RequestContext
 from kiban.serve.engine.base import Delta, Engine, GenerationRequest, SamplingParams, TokenLogprob
 from kiban.serve.grammar import GrammarCompiler, GrammarError
@@ -35,6 +34,7 @@ from kiban.serve.protocol import (
     DetokenizeRequest,
     TokenizeRequest,
 )
+from kiban.tokenizer.chat import ChatError, ChatFormat, parse_tool_calls
 
 DONE = "[DONE]"
 MAX_STOP_STRINGS = 4  # as OpenAI

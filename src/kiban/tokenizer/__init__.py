@@ -1,22 +1,33 @@
-"""Train a tokenizer on a corpus; encode a corpus into token shards (no torch here).
+"""Train a tokenizer on a corpus; encode a corpus into token shards; render chats (no torch here).
 
 kiban tokenizer train CORPUS --out TOK     → train_tokenizer(corpus, out, TokenizerConfig())
 kiban tokenize CORPUS --tokenizer TOK ...  → tokenize_corpus(corpus, tok, out, TokenizeConfig())
 kiban train (reads the shards)             → TokenShards.open(dir).check_tokenizer(tok)
+kiban serve, kiban finetune (chat)         → kiban.tokenizer.chat.ChatFormat.from_dir(model)
+
+The names below load their module on first use, so `kiban.tokenizer.chat` does not pull in the
+corpus readers that encoding needs.
 """
 
 from __future__ import annotations
 
-from kiban.tokenizer.encode import TokenizeConfig, tokenize_corpus
-from kiban.tokenizer.shards import TokenShards, dtype_for, write_shard
-from kiban.tokenizer.train import TokenizerConfig, train_tokenizer
+import importlib
+from typing import Any
 
-__all__ = [
-    "TokenShards",
-    "TokenizeConfig",
-    "TokenizerConfig",
-    "dtype_for",
-    "tokenize_corpus",
-    "train_tokenizer",
-    "write_shard",
-]
+_EXPORTS = {
+    "TokenShards": "kiban.tokenizer.shards",
+    "dtype_for": "kiban.tokenizer.shards",
+    "write_shard": "kiban.tokenizer.shards",
+    "TokenizeConfig": "kiban.tokenizer.encode",
+    "tokenize_corpus": "kiban.tokenizer.encode",
+    "TokenizerConfig": "kiban.tokenizer.train",
+    "train_tokenizer": "kiban.tokenizer.train",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'kiban.tokenizer' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 
 from kiban.errors import DataError, KibanError
 from kiban.model.hf import load_hf
-from kiban.serve.chat import ChatFormat, parse_tool_calls
 from kiban.serve.grammar import GrammarCompiler, GrammarConstraint, GrammarError
+from kiban.tokenizer.chat import ChatFormat, parse_tool_calls
 
 MODEL_VOCAB, TOKENIZER_VOCAB, EOS = 512, 405, 2
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kiban.errors import DataError
-from kiban.serve.chat import TOOLS_PREAMBLE, ChatError, ChatFormat, parse_tool_calls, tool_call_text
+from kiban.tokenizer.chat import TOOLS_PREAMBLE, ChatError, ChatFormat, parse_tool_calls, tool_call_text
 from kiban.tokenizer.llama_style import DEFAULT_CHAT_TEMPLATE
 
 WEATHER = {

@@ -1,5 +1,8 @@
 """Chat messages to prompt text (the model's own Jinja chat template), and tool calls back out of text.
 
+Shared by `kiban serve` (prompts, tool calls) and `kiban finetune` (training conversations): a model
+is tuned on exactly the text it is later served with.
+
 `ChatFormat.from_dir(model_dir).render(messages, tools=...)` renders OpenAI-shaped messages with the
 `chat_template` of `tokenizer_config.json`, in a Jinja sandbox set up as `transformers` sets it up
 (`apply_chat_template`), so a model answers to the same prompt here as under `transformers`. The
