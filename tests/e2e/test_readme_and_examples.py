@@ -74,6 +74,9 @@ def test_readme_commands_run_in_order(tmp_path: Path, manpages_ja: list[Path]) -
     assert (tmp_path / "out" / "ja" / "manifest.json").is_file()
     again = json.loads((tmp_path / "out" / "again" / "manifest.json").read_text())
     assert again["inputs"][0]["path"].endswith("part-00000.parquet")
+    merged = json.loads((tmp_path / "out" / "sft-merged" / "manifest.json").read_text())
+    assert merged["kind"] == "checkpoint"
+    assert (tmp_path / "out" / "tiny-q8_0.gguf").stat().st_size > 0
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("curate*.yaml")))
@@ -127,3 +130,6 @@ def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     assert report["results"]["text:heldout.jsonl"]["bits_per_char,none"] > 0
     assert 0 <= report["results"]["jcommonsenseqa"]["acc,none"] <= 1
     assert "eval/report.html" in proc.stdout
+    robot = json.loads((tmp_path / "demo" / "robot-summary.json").read_text())
+    assert robot["success"] and robot["violations"] == 0
+    assert (tmp_path / "demo" / "robot-episode" / "meta" / "info.json").is_file()
