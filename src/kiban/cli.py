@@ -794,13 +794,15 @@ def robot_faults(
             typer.echo(
                 f"{name:22s} {e['scenarios']:4d} scenarios  prevented {e['prevented']}/{e['unsafe_requests']}  "
                 f"latency max {lat['max']} p50 {lat['p50']} (bound {lat['bound']})  "
-                f"violations {e['violations_in_ground_truth']}  {'ok' if e['ok'] else 'FAIL'}"
+                f"violations {e['violations_in_ground_truth']}  furniture contacts "
+                f"{e['fixture_contact_scenarios']}  {'ok' if e['ok'] else 'FAIL'}"
             )
         n = summary["nominal"]
         typer.echo(
             f"{'nominal':22s} {n['runs']:4d} runs       false stops {n['false_stops']}  clamped "
             f"{100 * n['clamped_fraction']:.3f} % of {n['cycles']} cycles  violations "
-            f"{n['violations_in_ground_truth']}  {'ok' if n['ok'] else 'FAIL'}"
+            f"{n['violations_in_ground_truth']}  furniture contacts {n['fixture_contact_runs']}  "
+            f"{'ok' if n['ok'] else 'FAIL'}"
         )
         typer.echo(
             f"{'PASS' if summary['ok'] else 'FAIL'} in {summary['wall_s']} s: {summary['report_html']}"

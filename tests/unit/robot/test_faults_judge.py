@@ -74,3 +74,29 @@ def test_the_criteria_fail_on_any_lapse() -> None:
     clamped = _result("nominal", unsafe_requests=0, latency_cycles=None, statuses={"ok": 248, "clamped": 2})
     assert summarize(good + nominal + [clamped])["nominal"]["clamped_fraction"] == 2 / 1250
     assert summarize(good + nominal + [clamped])["ok"] is False  # 0.16 % > 0.1 %
+
+
+def test_a_nominal_run_touching_the_furniture_fails_the_campaign() -> None:
+    nominal = [
+        _result("nominal", unsafe_requests=0, prevented=0, latency_cycles=None, statuses={"ok": 250})
+    ] * 4
+    touching = _result(
+        "nominal", unsafe_requests=0, latency_cycles=None, statuses={"ok": 250}, n_fixture_contacts=3
+    )
+    assert summarize([_result("jerk_spike")] + nominal)["ok"] is True
+    assert summarize([_result("jerk_spike")] + nominal + [touching])["ok"] is False
+
+
+def test_an_impact_on_a_bin_is_reported_as_contact_not_as_an_acceleration_violation() -> None:
+    """Seed 12345, keep-out scenario 0: the faulty command swings the arm across the cell while the
+    supervisor keeps it out of the fixture's zone, and a finger strikes bin_b (not a safety zone).
+    The impact rings the servo over the acceleration limit: reported as a contact, everything else
+    judged as usual (every unsafe request prevented, no violation)."""
+    from kiban.robot.faults.campaign import run_scenario
+    from kiban.robot.sim import MujocoRobot
+
+    robot = MujocoRobot(cycle_s=CFG.cycle_s, seed=0)
+    r = run_scenario(make_scenario("keep_out_intrusion", 0, 12345, CFG), robot, CFG)
+    assert r["n_fixture_contacts"] > 0 and "bin_b" in r["fixture_contacts"][0]
+    assert r["peak_acc_fraction"] > 1.25  # the impact itself, as the physics measured it
+    assert r["n_violations"] == 0 and r["prevented"] == r["unsafe_requests"] > 0

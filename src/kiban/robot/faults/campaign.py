@@ -14,6 +14,13 @@ send → step → ground truth. Besides what judge.py checks every cycle, per fa
 - a person: the robot never touches them while it moves;
 - e-stop misuse: every invalid reset (no operator, while moving, a person within S_p, the heartbeat
   lost) is refused; the valid one is accepted.
+
+Contact with the cell's furniture (table, bins, fixture) is reported per scenario as
+`fixture_contacts`, not judged: those objects are not declared zones of the safety configuration
+(the tool must enter the bins), so the supervisor does not know them, as a robot's safety controller
+does not know an undeclared fixture. A joint acceleration measured while such a contact lasts, or in
+the `CONTACT_SETTLE_CYCLES` after it, is the impact's (the servo rings after it), so it is counted
+with the contact instead of as a violation of the acceleration limit. Nominal runs must have none.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ from kiban.robot.safety_config import SafetyConfig
 from kiban.robot.types import Status
 
 _STOPS = (Status.PROTECTIVE_STOP, Status.ESTOP, Status.REFUSED)
+FIXTURES = frozenset({"table", "bin_a", "bin_b", "fixture"})
+"""Bodies of the cell (cell.py) that are not safety zones; contact with them is reported, not judged."""
+CONTACT_SETTLE_CYCLES = 50
+"""0.1 s at 500 Hz: how long after an impact its acceleration is attributed to it."""
 
 
 def run_scenario(sc: Scenario, robot: object, config: SafetyConfig) -> dict:
@@ -65,6 +76,8 @@ def run_scenario(sc: Scenario, robot: object, config: SafetyConfig) -> dict:
     peaks = {"qd": 0.0, "qdd": 0.0}
     hb_t = 0.0
     truth = None
+    fixture_contacts: list[str] = []
+    last_contact = -math.inf
     for k in range(sc.cycles):
         state = robot.observe()
         t = state.t_s
@@ -107,7 +120,14 @@ def run_scenario(sc: Scenario, robot: object, config: SafetyConfig) -> dict:
         truth = robot.ground_truth()
         peaks["qd"] = max(peaks["qd"], float(np.max(truth.qd_peak_rad_s / c.vel_max_rad_s)))
         peaks["qdd"] = max(peaks["qdd"], float(np.max(truth.qdd_peak_rad_s2 / c.acc_max_rad_s2)))
-        violations += [f"cycle {k}: {r}" for r in truth_violations(truth, config)]
+        hits = sorted({f"{r}-{o}" for r, o in truth.contacts if o in FIXTURES})
+        if hits:
+            fixture_contacts.append(f"cycle {k}: {','.join(hits)}")
+            last_contact = k
+        found = truth_violations(truth, config)
+        if k - last_contact <= CONTACT_SETTLE_CYCLES and "joint_acceleration" in found:
+            found.remove("joint_acceleration")  # the impact's, reported with the contact
+        violations += [f"cycle {k}: {r}" for r in found]
         moving = bool(np.any(np.abs(truth.qd_rad_s) > REST_RAD_S))
         # must the arm be stopped now? (heartbeat lost, person within S_p, e-stop latched)
         stop_cause = (
@@ -152,6 +172,8 @@ def run_scenario(sc: Scenario, robot: object, config: SafetyConfig) -> dict:
         "sent_violations": sent_bad[:20],
         "n_sent_violations": len(sent_bad),
         "statuses": statuses,
+        "fixture_contacts": fixture_contacts[:10],
+        "n_fixture_contacts": len(fixture_contacts),
         "peak_speed_fraction": peaks["qd"],
         "peak_acc_fraction": peaks["qdd"],
         "params": {k: v for k, v in sc.params.items() if k in ("variant", "joint", "gain", "length")},

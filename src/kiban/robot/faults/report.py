@@ -50,6 +50,7 @@ def summarize(results: list[dict]) -> dict:
             },
             "violations_in_ground_truth": sum(r["n_violations"] for r in rs),
             "sent_command_violations": sum(r["n_sent_violations"] for r in rs),
+            "fixture_contact_scenarios": sum(r.get("n_fixture_contacts", 0) > 0 for r in rs),
             "peak_speed_fraction": round(max(r["peak_speed_fraction"] for r in rs), 4),
             "peak_acc_fraction": round(max(r["peak_acc_fraction"] for r in rs), 4),
             "examples": [f"{r['index']}: {v}" for r in rs for v in r["violations"][:2]][:5],
@@ -73,6 +74,7 @@ def summarize(results: list[dict]) -> dict:
         "clamped_cycles": clamped,
         "clamped_fraction": clamped / cycles if cycles else 0.0,
         "violations_in_ground_truth": sum(r["n_violations"] for r in nominal),
+        "fixture_contact_runs": sum(r.get("n_fixture_contacts", 0) > 0 for r in nominal),
         "peak_speed_fraction": round(max((r["peak_speed_fraction"] for r in nominal), default=0.0), 4),
         "peak_acc_fraction": round(max((r["peak_acc_fraction"] for r in nominal), default=0.0), 4),
         "examples": [f"{r['index']}: {v}" for r in nominal for v in r["violations"][:2]][:5],
@@ -81,6 +83,7 @@ def summarize(results: list[dict]) -> dict:
         stops == 0
         and nom["clamped_fraction"] <= MAX_CLAMPED_FRACTION
         and nom["violations_in_ground_truth"] == 0
+        and nom["fixture_contact_runs"] == 0
     )
     return {
         "fault_types": by_type,
@@ -111,7 +114,8 @@ def _html(s: dict) -> str:
         rows.append(
             f"<tr><td>{html.escape(name)}</td><td>{e['scenarios']}</td><td>{e['unsafe_requests']}</td>"
             f"<td>{e['prevented']}</td><td>{lat['max']}</td><td>{lat['p50']}</td><td>{lat['bound']}</td>"
-            f"<td>{e['violations_in_ground_truth']}</td><td>{'pass' if e['ok'] else 'FAIL'}</td></tr>"
+            f"<td>{e['violations_in_ground_truth']}</td><td>{e['fixture_contact_scenarios']}</td>"
+            f"<td>{'pass' if e['ok'] else 'FAIL'}</td></tr>"
         )
         y = 10 + i * row_h
         colour = "#2a7" if e["ok"] else "#c33"
@@ -128,8 +132,10 @@ def _html(s: dict) -> str:
 <p>Unsafe requests prevented, per fault type (measured against the MuJoCo ground truth):</p>
 <svg width="{width}" height="{height}" role="img">{"".join(bars)}</svg>
 <table><tr><th>fault</th><th>scenarios</th><th>unsafe requests</th><th>prevented</th><th>latency max</th>
-<th>p50</th><th>bound</th><th>ground-truth violations</th><th></th></tr>{"".join(rows)}</table>
+<th>p50</th><th>bound</th><th>ground-truth violations</th><th>scenarios touching the table, a bin or
+the fixture (reported, not judged: not safety zones)</th><th></th></tr>{"".join(rows)}</table>
 <p>Nominal runs (faults off): {n["runs"]} runs, {n["cycles"]} cycles, false stops {n["false_stops"]},
 clamped cycles {n["clamped_cycles"]} ({100 * n["clamped_fraction"]:.3f} %), ground-truth violations
-{n["violations_in_ground_truth"]}: {"pass" if n["ok"] else "FAIL"}.</p></html>
+{n["violations_in_ground_truth"]}, runs touching the cell's furniture {n["fixture_contact_runs"]}:
+{"pass" if n["ok"] else "FAIL"}.</p></html>
 """
