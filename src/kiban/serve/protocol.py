@@ -63,6 +63,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (500, "the engine failed on this request"),
         (502, "the upstream server failed"),
         (503, "shutting down"),
+        (504, "the upstream server did not answer within upstream_timeout_s"),
     ]
 }
 

@@ -6,7 +6,8 @@ Requests are forwarded as the client sent them (unknown fields included: the ups
 them); responses come back unchanged except that a stream always asks the upstream for usage
 (`stream_options.include_usage`), so token quotas and the audit log see real token counts. The
 usage chunk is passed on only if the client asked for it. Upstream errors keep OpenAI's shape;
-an upstream that cannot be reached, or answers 5xx, is a 502 to the client.
+an upstream that cannot be reached, or answers 5xx, is a 502 to the client; one that stays silent
+for `upstream_timeout_s` (each wait: a stream may last longer while tokens keep coming) is a 504.
 
 The only outbound connection kiban ever makes is this one, to the URL the operator named. The
 client is aiohttp (its C HTTP parser): ~0.4 ms less per request than httpx on this path.
@@ -45,7 +46,9 @@ class UpstreamBackend:
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=10.0)
+        # timeout_s bounds each wait for the upstream (as httpx did), not a whole stream: a long
+        # generation may stream for longer than that as long as tokens keep coming.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=10.0, sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._models: list[dict[str, Any]] = []
         self._models_at = -1e9
@@ -252,6 +255,13 @@ def _decode(status: int, raw: bytes) -> dict[str, Any]:
 
 
 def _unreachable(url: str, e: Exception) -> ApiError:
+    if isinstance(e, TimeoutError):  # aiohttp's connect and read timeouts are TimeoutErrors too
+        return ApiError(
+            504,
+            f"the upstream server {url} did not answer in time ({type(e).__name__})",
+            type="upstream_error",
+            code="upstream_timeout",
+        )
     return ApiError(
         502,
         f"cannot reach the upstream server {url}: {type(e).__name__}",

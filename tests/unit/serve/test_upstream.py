@@ -68,6 +68,9 @@ async def fake_upstream(scope: dict, receive, send) -> None:  # noqa: ANN001
         await answer(400, json.dumps(err).encode())
     elif model == "not-json":
         await answer(200, b"<html>proxy login</html>", b"text/html")
+    elif model == "stalls":
+        await asyncio.sleep(3)
+        await answer(200, json.dumps(ANSWER, ensure_ascii=False).encode())
     elif body.get("stream"):
         await send(
             {
@@ -80,6 +83,8 @@ async def fake_upstream(scope: dict, receive, send) -> None:  # noqa: ANN001
         if model != "cut":
             pieces.append(b"data: [DONE]\n\n")
         for piece in pieces:
+            if model == "slow":  # the whole stream takes longer than the client's timeout, no gap does
+                await asyncio.sleep(0.3)
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
     else:
@@ -107,11 +112,11 @@ def ctx() -> RequestContext:
     return RequestContext("req-1", "/v1/completions", None)
 
 
-def run(url: str, work) -> object:  # noqa: ANN001
+def run(url: str, work, timeout_s: float = 10) -> object:  # noqa: ANN001
     """Run `work(backend)` in a fresh loop with a fresh backend (a session belongs to one loop)."""
 
     async def main() -> object:
-        backend = UpstreamBackend(url, api_key="upstream-secret", timeout_s=10)
+        backend = UpstreamBackend(url, api_key="upstream-secret", timeout_s=timeout_s)
         try:
             return await work(backend)
         finally:
@@ -182,3 +187,16 @@ def test_a_stream_cut_before_done_is_an_error(upstream_url: str) -> None:
         run(upstream_url, lambda b: _drain(b, req, c))
     assert e.value.status == 502 and e.value.body()["error"]["code"] == "upstream_truncated"
     assert c.output_text == "こんにちは"  # what did arrive is still audited
+
+
+def test_the_timeout_bounds_each_wait_not_the_whole_stream(upstream_url: str) -> None:
+    """timeout_s 0.8: a stream of 4 chunks 0.3 s apart (1.2 s in all) goes through; an upstream that
+    says nothing for 3 s is a 504."""
+    c = ctx()
+    slow = CompletionRequest(model="slow", prompt="x", max_tokens=2, stream=True)
+    events = run(upstream_url, lambda b: _drain(b, slow, c), timeout_s=0.8)
+    assert events[-1] == DONE and c.output_text == "こんにちは"
+    stalls = CompletionRequest(model="stalls", prompt="x", max_tokens=2)
+    with pytest.raises(ApiError) as e:
+        run(upstream_url, lambda b: b.completions(stalls, ctx()), timeout_s=0.8)
+    assert e.value.status == 504 and e.value.body()["error"]["code"] == "upstream_timeout"
