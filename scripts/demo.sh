@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KIBAN=.venv/bin/kiban
 OUT="${KIBAN_DEMO_OUT:-out/demo}"
-LAST_STEP="${KIBAN_DEMO_STEPS:-8}"
+LAST_STEP="${KIBAN_DEMO_STEPS:-9}"
 mkdir -p "$OUT"
 
-echo "== step 1/8: curate real Japanese text into a corpus with provenance =="
+echo "== step 1/9: curate real Japanese text into a corpus with provenance =="
 sources=()
 if [ -n "${DOCS:-}" ]; then
     sources+=("$DOCS")
@@ -35,15 +35,15 @@ echo "the funnel and the licence table: $OUT/corpus/datacard.md"
 [ "$LAST_STEP" -le 1 ] && exit 0
 
 echo
-echo "== step 2/8: train a Japanese tokenizer (BPE with byte fallback) =="
+echo "== step 2/9: train a Japanese tokenizer (BPE with byte fallback) =="
 "$KIBAN" tokenizer train "$OUT/corpus" --out "$OUT/tokenizer" --vocab-size 8000 --overwrite
 
 echo
-echo "== step 3/8: encode the corpus into token shards =="
+echo "== step 3/9: encode the corpus into token shards =="
 "$KIBAN" tokenize "$OUT/corpus" --tokenizer "$OUT/tokenizer" --out "$OUT/tokens" --overwrite
 
 echo
-echo "== step 4/8: plan the footprint, then train the xs model on this CPU =="
+echo "== step 4/9: plan the footprint, then train the xs model on this CPU =="
 steps="${KIBAN_DEMO_TRAIN_STEPS:-320}"
 warmup=$(( steps / 10 < 20 ? steps / 10 : 20 ))
 vocab=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['config']['vocab_size'])" "$OUT/tokens/manifest.json")
@@ -54,7 +54,7 @@ rm -rf "$OUT/model"
     --set batch.max_steps="$steps" --set schedule.warmup_steps="$warmup" --set threads="$(nproc)"
 
 echo
-echo "== step 5/8: held-out loss against the unigram baseline, and a few continuations =="
+echo "== step 5/9: held-out loss against the unigram baseline, and a few continuations =="
 .venv/bin/python - "$OUT/model/manifest.json" <<'PY'
 import json, math, sys
 st = json.load(open(sys.argv[1]))["stats"]
@@ -67,7 +67,7 @@ PY
 [ "$LAST_STEP" -le 5 ] && exit 0
 
 echo
-echo "== step 6/8: serve the model (keys, audit log) and ask it in Japanese with the openai client =="
+echo "== step 6/9: serve the model (keys, audit log) and ask it in Japanese with the openai client =="
 rm -rf "$OUT/serve"
 key=$("$KIBAN" keys create --name demo --scopes chat,models --state "$OUT/serve")
 port=$(.venv/bin/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
@@ -98,7 +98,7 @@ trap - EXIT
 [ "$LAST_STEP" -le 6 ] && exit 0
 
 echo
-echo "== step 7/8: evaluate on text it never trained on (bits per character) and a cloze multiple-choice task =="
+echo "== step 7/9: evaluate on text it never trained on (bits per character) and a cloze multiple-choice task =="
 .venv/bin/python scripts/demo_eval_data.py "$OUT/model" "$OUT/tokens" "$OUT/eval-data"
 "$KIBAN" eval "$OUT/model" --tasks text:heldout.jsonl,jcommonsenseqa --data-dir "$OUT/eval-data" \
     --out "$OUT/eval" --shots 0
@@ -108,7 +108,14 @@ echo " were held out of training by position, which the n-gram check cannot see)
 [ "$LAST_STEP" -le 7 ] && exit 0
 
 echo
-echo "== step 8/8: the robot cell: one pick-and-place episode in MuJoCo behind the safety supervisor =="
+echo "== step 8/9: export for the edge: one llama.cpp file (q4_k_m), then its memory and speed here =="
+"$KIBAN" export "$OUT/model" --format gguf --quant q4_k_m --out "$OUT/model-q4_k_m.gguf"
+"$KIBAN" plan --serve --measure "$OUT/model-q4_k_m.gguf" --threads "$(nproc)" | sed -n '1,9p'
+echo "serve it behind the same gateway: $KIBAN serve $OUT/model-q4_k_m.gguf --state $OUT/serve"
+[ "$LAST_STEP" -le 8 ] && exit 0
+
+echo
+echo "== step 9/9: the robot cell: one pick-and-place episode in MuJoCo behind the safety supervisor =="
 rm -rf "$OUT/robot-episode"
 "$KIBAN" robot sim --task pick-place --seed 1000 --record "$OUT/robot-episode" --json > "$OUT/robot-summary.json"
 .venv/bin/python - "$OUT/robot-summary.json" <<'PY'
@@ -126,4 +133,5 @@ echo
 echo "Done. Corpus: $OUT/corpus/datacard.md; tokenizer: $OUT/tokenizer/; model (Hugging Face layout,"
 echo "with its lineage in manifest.json): $OUT/model/; loss curve: $OUT/model/loss.png;"
 echo "server state (keys, audit log): $OUT/serve/; evaluation: $OUT/eval/report.html;"
+echo "edge model (llama.cpp, with its lineage): $OUT/model-q4_k_m.gguf;"
 echo "robot episode: $OUT/robot-episode/ (summary: $OUT/robot-summary.json)"

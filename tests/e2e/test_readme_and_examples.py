@@ -130,6 +130,8 @@ def test_demo_script(tmp_path: Path, manpages_ja: list[Path]) -> None:
     assert report["results"]["text:heldout.jsonl"]["bits_per_char,none"] > 0
     assert 0 <= report["results"]["jcommonsenseqa"]["acc,none"] <= 1
     assert "eval/report.html" in proc.stdout
+    assert (tmp_path / "demo" / "model-q4_k_m.gguf").stat().st_size > 0
+    assert "decode measured" in proc.stdout
     robot = json.loads((tmp_path / "demo" / "robot-summary.json").read_text())
     assert robot["success"] and robot["violations"] == 0
     assert (tmp_path / "demo" / "robot-episode" / "meta" / "info.json").is_file()
