@@ -119,3 +119,34 @@ class Engine(Protocol):
 
     async def shutdown(self) -> None:  # finish in-flight requests, then stop
         ...
+
+
+def check_request(request: GenerationRequest, *, max_context: int, vocab_size: int) -> None:
+    """What every engine refuses before queueing (InvalidRequest, a 400): an empty prompt, one longer
+    than the context, token ids outside the model's vocabulary, a negative max_tokens."""
+    ids, n = request.prompt_ids, len(request.prompt_ids)
+    if n == 0:
+        raise InvalidRequest(f"{request.request_id}: empty prompt (at least a BOS token is needed)")
+    if n > max_context:
+        raise InvalidRequest(
+            f"{request.request_id}: prompt of {n} tokens is longer than the context ({max_context})"
+        )
+    if min(ids) < 0 or max(ids) >= vocab_size:
+        raise InvalidRequest(f"{request.request_id}: prompt token ids must be in 0..{vocab_size - 1}")
+    if request.params.max_tokens < 0:
+        raise InvalidRequest(f"{request.request_id}: max_tokens must be ≥ 0")
+
+
+def allowed_mask(constraint: Constraint | None, *, vocab_size: int, n_vocab: int) -> torch.Tensor | None:
+    """The constraint's mask of the next token, checked: bool of shape (vocab_size,) allowing at least
+    one of the tokenizer's `n_vocab` tokens (ValueError otherwise); None without a constraint."""
+    import torch
+
+    mask = constraint.allowed() if constraint is not None else None
+    if mask is None:
+        return None
+    if tuple(mask.shape) != (vocab_size,) or mask.dtype != torch.bool:
+        raise ValueError(f"constraint mask must be bool of shape ({vocab_size},), got {mask.shape}")
+    if not bool(mask[:n_vocab].any()):
+        raise ValueError("the constraint allows no token of the tokenizer's vocabulary")
+    return mask

@@ -49,8 +49,9 @@ from kiban.serve.engine.base import (
     EngineClosed,
     EngineError,
     GenerationRequest,
-    InvalidRequest,
     TokenLogprob,
+    allowed_mask,
+    check_request,
 )
 from kiban.serve.engine.detokenize import Detokenizer
 from kiban.serve.engine.sampling import RequestSampler, sample, token_logprobs
@@ -225,7 +226,7 @@ class LlamaCppEngine:
         }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        self._check(request)
+        check_request(request, max_context=self.max_context, vocab_size=self.model_vocab_size)
         req = _Request(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic())
         with self._cond:
             if self._closing:
@@ -250,21 +251,6 @@ class LlamaCppEngine:
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)
         self.llm.close()
-
-    def _check(self, request: GenerationRequest) -> None:
-        ids, n = request.prompt_ids, len(request.prompt_ids)
-        if n == 0:
-            raise InvalidRequest(f"{request.request_id}: empty prompt (at least a BOS token is needed)")
-        if n > self.max_context:
-            raise InvalidRequest(
-                f"{request.request_id}: prompt of {n} tokens is longer than the context ({self.max_context})"
-            )
-        if min(ids) < 0 or max(ids) >= self.model_vocab_size:
-            raise InvalidRequest(
-                f"{request.request_id}: prompt token ids must be in 0..{self.model_vocab_size - 1}"
-            )
-        if request.params.max_tokens < 0:
-            raise InvalidRequest(f"{request.request_id}: max_tokens must be ≥ 0")
 
     # -----------------------------------------------------------------------------------------
     # the worker thread
@@ -341,7 +327,7 @@ class LlamaCppEngine:
             x = torch.from_numpy(logits_row)[None]  # (1, V)
             if not bool(torch.isfinite(x).all()):
                 raise FloatingPointError("the model produced non-finite logits")
-            allowed = self._allowed(p.constraint)
+            allowed = allowed_mask(p.constraint, vocab_size=self.model_vocab_size, n_vocab=self.n_vocab)
             token = int(sample(x, [sampler], n_vocab=self.n_vocab, allowed=[allowed])[0])
             lp = None
             if p.logprobs is not None:
@@ -365,18 +351,6 @@ class LlamaCppEngine:
             req.push(delta)
             logits_row = self._eval([token])
             position += 1
-
-    def _allowed(self, constraint: Any) -> torch.Tensor | None:
-        mask = constraint.allowed() if constraint is not None else None
-        if mask is None:
-            return None
-        if tuple(mask.shape) != (self.model_vocab_size,) or mask.dtype != torch.bool:
-            raise ValueError(
-                f"constraint mask must be bool of shape ({self.model_vocab_size},), got {mask.shape}"
-            )
-        if not bool(mask[: self.n_vocab].any()):
-            raise ValueError("the constraint allows no token of the tokenizer's vocabulary")
-        return mask
 
     def _finish(
         self,

@@ -46,8 +46,10 @@ from kiban.serve.engine.base import (
     EngineClosed,
     EngineError,
     GenerationRequest,
-    InvalidRequest,
+    InvalidRequest,  # noqa: F401 - re-exported: callers catch it from here
     TokenLogprob,
+    allowed_mask,
+    check_request,
 )
 from kiban.serve.engine.detokenize import Detokenizer
 from kiban.serve.engine.sampling import RequestSampler, sample, token_logprobs
@@ -183,7 +185,7 @@ class NativeEngine:
         }
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        self._check(request)
+        check_request(request, max_context=self.max_context, vocab_size=self.model_vocab_size)
         seq = _Sequence(
             request=request,
             loop=asyncio.get_running_loop(),
@@ -217,21 +219,6 @@ class NativeEngine:
             self._closing = True
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)
-
-    def _check(self, request: GenerationRequest) -> None:
-        ids, n = request.prompt_ids, len(request.prompt_ids)
-        if n == 0:
-            raise InvalidRequest(f"{request.request_id}: empty prompt (at least a BOS token is needed)")
-        if n > self.max_context:
-            raise InvalidRequest(
-                f"{request.request_id}: prompt of {n} tokens is longer than the context ({self.max_context})"
-            )
-        if min(ids) < 0 or max(ids) >= self.model_vocab_size:
-            raise InvalidRequest(
-                f"{request.request_id}: prompt token ids must be in 0..{self.model_vocab_size - 1}"
-            )
-        if request.params.max_tokens < 0:
-            raise InvalidRequest(f"{request.request_id}: max_tokens must be ≥ 0")
 
     # -----------------------------------------------------------------------------------------
     # the step thread
@@ -347,7 +334,11 @@ class NativeEngine:
         allowed: list[torch.Tensor | None] = []
         for seq in seqs:  # a constraint is the request's own code: its failure is the request's
             try:
-                allowed.append(self._allowed(seq))
+                allowed.append(
+                    allowed_mask(
+                        seq.request.params.constraint, vocab_size=self.model_vocab_size, n_vocab=self.n_vocab
+                    )
+                )
             except Exception as e:
                 self._fail(seq, e)
                 allowed.append(None)
@@ -368,19 +359,6 @@ class NativeEngine:
                 self._accept(seq, token, lp)
             except Exception as e:
                 self._fail(seq, e)
-
-    def _allowed(self, seq: _Sequence) -> torch.Tensor | None:
-        constraint = seq.request.params.constraint
-        mask = constraint.allowed() if constraint is not None else None
-        if mask is None:
-            return None
-        if tuple(mask.shape) != (self.model_vocab_size,) or mask.dtype != torch.bool:
-            raise ValueError(
-                f"constraint mask must be bool of shape ({self.model_vocab_size},), got {mask.shape}"
-            )
-        if not bool(mask[: self.n_vocab].any()):
-            raise ValueError("the constraint allows no token of the tokenizer's vocabulary")
-        return mask
 
     def _accept(self, seq: _Sequence, token: int, lp: TokenLogprob | None) -> None:
         """One sampled token of `seq`: stop checks, text, and the Delta pushed to the consumer."""
