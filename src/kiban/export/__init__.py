@@ -8,8 +8,7 @@ Importing `kiban.export` imports neither torch nor gguf; the names below load th
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kiban.lazy import lazy_getattr
 
 _EXPORTS = {
     "QUANTS": "kiban.export.gguf",
@@ -22,7 +21,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'kiban.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

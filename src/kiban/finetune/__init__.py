@@ -9,8 +9,7 @@ Importing `kiban.finetune` does not import torch; the names below load their mod
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kiban.lazy import lazy_getattr
 
 _EXPORTS = {
     "FinetuneConfig": "kiban.finetune.config",
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'kiban.finetune' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -7,8 +7,7 @@ Importing `kiban.train` does not import torch; the names below load their module
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kiban.lazy import lazy_getattr
 
 # Submodules (`kiban.train.plan`, `kiban.train.parallelize`) are imported by their own names; a
 # function exported under a submodule's name would be shadowed by the module once it is imported.
@@ -23,7 +22,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'kiban.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
