@@ -22,14 +22,8 @@ from typing import Any
 
 from kiban.artifacts import MANIFEST, Manifest, input_record, sha256_file, write_manifest, write_text_atomic
 from kiban.errors import ConfigError, DataError
+from kiban.tokenizer.llama_style import TOKENIZER_FILES
 
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-)
 DTYPES = ("float32", "bfloat16", "float16")
 
 

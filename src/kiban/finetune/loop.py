@@ -34,19 +34,13 @@ from kiban.finetune.chat_data import ChatRenderer, Example, Quarantined, load_ex
 from kiban.finetune.config import FinetuneConfig
 from kiban.finetune.packing import Rows, attention_mask, pack
 from kiban.progress import Mode, Progress
+from kiban.tokenizer.llama_style import TOKENIZER_FILES
 from kiban.train import checkpoint as ckpt
 from kiban.train.loop import NonFiniteLoss, build_optimizer, keep_freed_memory
 from kiban.train.metrics import LOSS_PNG, MetricsLog, plot_loss
 from kiban.train.schedule import lr_at
 
 ADAPTER_KIND = "adapter"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "tokenizer.model",
-)
 
 
 def run(cfg: FinetuneConfig, *, progress: Mode = "quiet") -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Any
 from kiban.artifacts import MANIFEST, Manifest, input_record, read_manifest, write_manifest
 from kiban.errors import DataError
 from kiban.finetune import lora
-from kiban.finetune.loop import ADAPTER_KIND, TOKENIZER_FILES
+from kiban.finetune.loop import ADAPTER_KIND
+from kiban.tokenizer.llama_style import TOKENIZER_FILES
 from kiban.train import checkpoint as ckpt
 
 

@@ -36,6 +36,15 @@ from kiban.artifacts import write_json_atomic, write_text_atomic
 from kiban.errors import DataError
 
 SPACE = "▁"  # U+2581, SentencePiece's visible space
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "added_tokens.json",
+)
+"""The files of a Hugging Face model directory that are its tokenizer (what a derived model copies)."""
 UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<pad>"
 SPECIALS = (UNK, BOS, EOS, PAD)
 BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))

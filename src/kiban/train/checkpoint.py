@@ -42,20 +42,10 @@ from kiban.artifacts import (
 from kiban.errors import DataError
 from kiban.model.config import ModelConfig
 from kiban.model.hf import WEIGHTS, write_hf
+from kiban.tokenizer.llama_style import TOKENIZER_FILES
 from kiban.tokenizer.shards import TokenShards
 
 CHECKPOINTS = "checkpoints"
-TOKENIZER_FILES = frozenset(
-    {
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "tokenizer.model",
-        "chat_template.jinja",
-        "added_tokens.json",
-    }
-)
-"""The files of a Hugging Face model directory that are its tokenizer."""
 STATE = "training_state"
 KIND = "checkpoint"
 
