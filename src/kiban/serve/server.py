@@ -104,7 +104,6 @@ def load_native_backend(model: Path, config: ServeConfig, *, trusted_key: Path |
     from kiban.serve import logs
     from kiban.serve.engine.native import NativeEngine
     from kiban.serve.integrity import verify_model
-    from kiban.serve.serving import NativeBackend
 
     model = Path(model)
     if not model.is_dir():
@@ -128,12 +127,15 @@ def load_native_backend(model: Path, config: ServeConfig, *, trusted_key: Path |
     )
     name = config.model_name or model.resolve().name
     engine.model_id = name
+    return _backend(engine, model, name, config)
+
+
+def _backend(engine, model: Path, name: str, config: ServeConfig, **kw):  # noqa: ANN001 - lazy types
+    from kiban.serve.serving import NativeBackend
+
+    limits = config.limits
     return NativeBackend(
-        engine,
-        model,
-        model_name=name,
-        max_tokens_cap=config.limits.max_tokens,
-        max_prompts=config.limits.max_prompts,
+        engine, model, model_name=name, max_tokens_cap=limits.max_tokens, max_prompts=limits.max_prompts, **kw
     )
 
 
@@ -141,7 +143,6 @@ def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | N
     """A .gguf file written by `kiban export`: its sidecar hash checked, llama.cpp as the engine."""
     from kiban.serve import logs
     from kiban.serve.engine.llamacpp import LlamaCppEngine, read_gguf_info, verify_gguf
-    from kiban.serve.serving import NativeBackend
     from kiban.tokenizer.chat import ChatFormat
 
     model = Path(model)
@@ -162,14 +163,7 @@ def load_gguf_backend(model: Path, config: ServeConfig, *, trusted_key: Path | N
             eos_token=info.eos_token or "",
             source=str(model),
         )
-    return NativeBackend(
-        engine,
-        model,
-        model_name=name,
-        max_tokens_cap=config.limits.max_tokens,
-        max_prompts=config.limits.max_prompts,
-        single_file=(info.tokenizer_json, chat, info.eos_token_ids),
-    )
+    return _backend(engine, model, name, config, single_file=(info.tokenizer_json, chat, info.eos_token_ids))
 
 
 def run(opts: ServeOptions, config: ServeConfig) -> None:
