@@ -17,18 +17,18 @@ from typing import Any
 LOGGER = "kiban.serve"
 
 
+def _line(created: float, level: int, event: str, fields: dict[str, Any]) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(created * 1000) % 1000:03d}Z"
+    line = {"time": stamp, "level": logging.getLevelName(level).lower(), "event": event, **fields}
+    return json.dumps(line, ensure_ascii=False, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        t = time.gmtime(record.created)
-        line: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "event": record.getMessage(),
-        }
-        line.update(getattr(record, "fields", {}))
+        fields = dict(getattr(record, "fields", {}))
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, ensure_ascii=False, default=str)
+            fields["exception"] = self.formatException(record.exc_info)
+        return _line(record.created, record.levelno, record.getMessage(), fields)
 
 
 _direct: list[Any] = []
@@ -57,12 +57,5 @@ def log(event: str, level: int = logging.INFO, **fields: Any) -> None:
     stream, lowest = _direct
     if level < lowest:
         return
-    now = time.time()
-    line: dict[str, Any] = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
-        "level": logging.getLevelName(level).lower(),
-        "event": event,
-        **fields,
-    }
-    stream.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+    stream.write(_line(time.time(), level, event, fields) + "\n")
     stream.flush()
